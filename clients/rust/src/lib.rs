@@ -1,0 +1,18 @@
+//! Client library for the hospital data platform: a connection helper, an at-least-once
+//! stream sender, and a deterministic generator of synthetic hospital events.
+
+pub mod generate;
+pub mod sender;
+
+pub use hospital_proto as proto;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Connects to a platform at `endpoint` (e.g. `http://127.0.0.1:50051`).
+pub async fn connect(endpoint: &str) -> Result<Channel, tonic::transport::Error> {
+    Endpoint::from_shared(endpoint.to_string())?
+        .tcp_nodelay(true)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+}

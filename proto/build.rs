@@ -1,0 +1,20 @@
+//! Compiles every .proto under `hospital/` into Rust, plus one descriptor set for
+//! server reflection.
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = [
+        "hospital/events/v1/events.proto",
+        "hospital/ingest/v1/ingest.proto",
+        "hospital/batch/v1/batch.proto",
+    ];
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("hospital_descriptor.bin"))
+        .compile_protos(&protos, &["."])?;
+    for p in protos {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    Ok(())
+}
