@@ -1,0 +1,214 @@
+//! Layered configuration: defaults -> TOML file -> `HOSPITAL__SECTION__KEY` environment
+//! variables -> command-line flags, validated once. Every default runs on one laptop.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub ingest: IngestConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub staging: StagingConfig,
+    pub batch: BatchConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the gRPC port (ingest, batch, health, reflection).
+    pub listen: SocketAddr,
+    /// How long a graceful shutdown waits for open streams before it closes them.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest number of events one IngestRequest may carry.
+    pub max_events_per_request: usize,
+    /// Requests of one ingest stream that may wait for their commit at once.
+    pub max_in_flight_per_stream: usize,
+    /// How far in the future an event's occurred_at may lie (clock skew). Historical
+    /// loads of date-shifted research data (MIMIC) need this raised.
+    pub max_future_secs: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_events_per_request: 10_000,
+            max_in_flight_per_stream: 16,
+            max_future_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint of the ClickHouse server.
+    pub url: String,
+    pub user: String,
+    pub password: String,
+    /// Timeout of one insert or query round trip.
+    pub timeout_ms: u64,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: String::new(),
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StagingConfig {
+    /// A group commit is flushed once it holds this many events...
+    pub flush_rows: usize,
+    /// ...or once its first event has waited this long.
+    pub flush_interval_ms: u64,
+    /// Submissions (one per ingest request) that may queue for the writer; when full,
+    /// senders wait (backpressure).
+    pub queue_capacity: usize,
+}
+
+impl Default for StagingConfig {
+    fn default() -> Self {
+        Self {
+            flush_rows: 50_000,
+            flush_interval_ms: 100,
+            queue_capacity: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Seconds between scheduled warehouse loads; 0 turns the schedule off.
+    pub interval_secs: u64,
+    /// Staged events read per chunk of a warehouse load.
+    pub chunk_events: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 60,
+            chunk_events: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Read(#[from] Box<figment::Error>),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if given), then `HOSPITAL__SECTION__KEY` variables.
+    /// Command-line flags are applied by the caller on the result, then [`Config::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("HOSPITAL__").split("__"));
+        figment.extract().map_err(|e| ConfigError::Read(Box::new(e)))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(what.to_string()));
+        if self.staging.flush_rows == 0 {
+            return bad("staging.flush_rows must be at least 1");
+        }
+        if self.staging.queue_capacity == 0 {
+            return bad("staging.queue_capacity must be at least 1");
+        }
+        if self.ingest.max_events_per_request == 0 {
+            return bad("ingest.max_events_per_request must be at least 1");
+        }
+        if self.ingest.max_in_flight_per_stream == 0 {
+            return bad("ingest.max_in_flight_per_stream must be at least 1");
+        }
+        if self.batch.chunk_events == 0 {
+            return bad("batch.chunk_events must be at least 1");
+        }
+        if !self.clickhouse.url.starts_with("http://") && !self.clickhouse.url.starts_with("https://") {
+            return bad("clickhouse.url must start with http:// or https://");
+        }
+        Ok(())
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.staging.flush_interval_ms)
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its large error type by value.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "platform.toml",
+                "[server]\nlisten = \"0.0.0.0:6000\"\n[staging]\nflush_rows = 1000\n",
+            )?;
+            jail.set_env("HOSPITAL__STAGING__FLUSH_ROWS", "2000");
+            jail.set_env("HOSPITAL__CLICKHOUSE__URL", "http://clickhouse:8123");
+            let c = Config::load(Some(Path::new("platform.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.server.listen.to_string(), "0.0.0.0:6000");
+            assert_eq!(c.staging.flush_rows, 2000, "environment wins over the file");
+            assert_eq!(c.clickhouse.url, "http://clickhouse:8123");
+            assert_eq!(c.batch.interval_secs, 60, "untouched keys keep their defaults");
+            c.validate().map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[staging]\nflush_rowz = 1\n")?;
+            assert!(
+                Config::load(Some(Path::new("bad.toml"))).is_err(),
+                "a typo is an error, not a default"
+            );
+            Ok(())
+        });
+        let mut c = Config::default();
+        c.staging.flush_rows = 0;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.clickhouse.url = "clickhouse:8123".into();
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Ingest: the door of the platform. Turns an `IngestRequest` into staged rows (valid
+//! events, validated and normalised) and rejections (invalid events, each with every
+//! violation named by field), and builds the acknowledgement once the rows are durable.
+//!
+//! Owns: what is accepted and in which canonical form. Must not: write to storage
+//! itself (the staging writer does) or answer before the commit.
+
+pub mod units;
+pub mod validate;
+
+use hospital_proto::ingest as pb;
+use prost::Message;
+
+use crate::error::{Error, Result, Violation};
+use crate::staging::{CommitInfo, StagedEvent};
+pub use validate::{kind_of, validate, Limits, ValidEvent};
+
+/// Limits of the door, from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    pub max_events_per_request: usize,
+    pub max_future_ms: i64,
+}
+
+/// A request split into rows to stage and the acknowledgement that waits for them.
+#[derive(Debug)]
+pub struct Prepared {
+    pub rows: Vec<StagedEvent>,
+    pub ack: PendingAck,
+}
+
+/// What a request's answer will say, once its rows are durable.
+#[derive(Debug)]
+pub struct PendingAck {
+    pub request_id: String,
+    pub event_ids: Vec<String>,
+    pub rejections: Vec<pb::Rejection>,
+}
+
+impl PendingAck {
+    /// The acknowledgement, to be sent only once `commit` says the rows are durable.
+    pub fn acknowledge(self, commit: CommitInfo) -> pb::IngestResponse {
+        pb::IngestResponse {
+            request_id: self.request_id,
+            committed_event_ids: self.event_ids,
+            rejections: self.rejections,
+            committed_position: commit.last_position,
+        }
+    }
+
+    /// For a unary call in which nothing was valid: one INVALID_ARGUMENT naming every
+    /// violation as `events[i].field`.
+    pub fn all_rejected_error(&self) -> Error {
+        let violations: Vec<Violation> = self
+            .rejections
+            .iter()
+            .flat_map(|r| {
+                r.violations.iter().map(move |v| {
+                    Violation::new(
+                        format!("events[{}].{}", r.index, v.field),
+                        format!("event {:?}: {}", r.event_id, v.description),
+                    )
+                })
+            })
+            .collect();
+        // The first few violations go into the message too, for clients that do not
+        // decode status details.
+        let summary: Vec<String> = violations
+            .iter()
+            .take(3)
+            .map(|v: &Violation| format!("{}: {}", v.field, v.description))
+            .collect();
+        let more = violations.len().saturating_sub(3);
+        Error::InvalidArgument {
+            message: format!(
+                "all {} events were rejected: {}{}",
+                self.rejections.len(),
+                summary.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+            violations,
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Validates every event of `req`. Fails as a whole only when the request itself is
+/// unacceptable (too many events); invalid events become rejections.
+pub fn prepare(req: pb::IngestRequest, opts: &IngestOptions) -> Result<Prepared> {
+    if req.events.len() > opts.max_events_per_request {
+        return Err(Error::InvalidArgument {
+            message: format!(
+                "request {:?} carries {} events; at most {} per request",
+                req.request_id,
+                req.events.len(),
+                opts.max_events_per_request
+            ),
+            violations: vec![Violation::new(
+                "events",
+                format!("at most {} events per request", opts.max_events_per_request),
+            )],
+        });
+    }
+    let now = now_ms();
+    let limits = Limits {
+        now_ms: now,
+        max_future_ms: opts.max_future_ms,
+    };
+    let mut rows = Vec::with_capacity(req.events.len());
+    let mut rejections = Vec::new();
+    for (index, event) in req.events.into_iter().enumerate() {
+        let raw = event.encode_to_vec();
+        let event_id = event.event_id.clone();
+        match validate(event, &limits) {
+            Ok(valid) => rows.push(staged_row(valid, raw, now)),
+            Err(violations) => rejections.push(pb::Rejection {
+                index: index as u32,
+                event_id,
+                violations: violations
+                    .into_iter()
+                    .map(|v| pb::FieldViolation {
+                        field: v.field,
+                        description: v.description,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+    Ok(Prepared {
+        ack: PendingAck {
+            request_id: req.request_id,
+            event_ids: rows.iter().map(|r| r.event_id.clone()).collect(),
+            rejections,
+        },
+        rows,
+    })
+}
+
+fn staged_row(valid: ValidEvent, raw: Vec<u8>, received_at_ms: i64) -> StagedEvent {
+    let ValidEvent {
+        kind,
+        occurred_at_ms,
+        event,
+    } = valid;
+    let (patient_mrn, patient_authority) = event
+        .patient
+        .as_ref()
+        .map(|p| (p.mrn.clone(), p.assigning_authority.clone()))
+        .unwrap_or_default();
+    StagedEvent {
+        position: 0,
+        event_id: event.event_id.clone(),
+        source_system: event.source_system.clone(),
+        kind: kind.to_string(),
+        patient_mrn,
+        patient_authority,
+        occurred_at_ms,
+        received_at_ms,
+        payload: event.encode_to_vec(),
+        raw,
+    }
+}

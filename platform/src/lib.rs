@@ -1,0 +1,16 @@
+//! The hospital data platform: streamed ingest into a durable ClickHouse staging zone,
+//! batch loads into a Kimball warehouse, served over gRPC.
+//!
+//! Read the modules in the order a message travels: [`ingest`] (validate, normalise)
+//! -> [`staging`] (group commit, ack) -> [`batch`] (staging -> warehouse) ->
+//! [`warehouse`] (the star schema's rows). [`server`] wires them to gRPC.
+
+pub mod batch;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod ingest;
+pub mod schema;
+pub mod server;
+pub mod staging;
+pub mod warehouse;

@@ -1,0 +1,133 @@
+//! Versioned, idempotent schema migrations for every database the platform owns,
+//! applied at start-up. Each database keeps the versions it has applied in its own
+//! `schema_migrations` table; every statement is written to be safe to re-run
+//! (`IF NOT EXISTS`), so a start-up that died half way is finished by the next one.
+
+use clickhouse::Client;
+use serde::Deserialize;
+
+use crate::error::Result;
+
+/// One migration: a version within its database and the SQL (statements separated by `;`).
+pub struct Migration {
+    pub database: &'static str,
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Databases owned by the platform, in creation order.
+pub const DATABASES: &[&str] = &["staging", "warehouse"];
+
+/// Every migration, in order. Append only: never edit a migration that has shipped.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        database: "staging",
+        version: 1,
+        name: "events",
+        sql: include_str!("../migrations/staging/0001_events.sql"),
+    },
+    Migration {
+        database: "warehouse",
+        version: 1,
+        name: "star_schema",
+        sql: include_str!("../migrations/warehouse/0001_star_schema.sql"),
+    },
+];
+
+#[derive(clickhouse::Row, Deserialize)]
+struct Applied {
+    version: u32,
+}
+
+/// Creates the databases and applies every migration not yet recorded. Returns how many
+/// migrations were applied.
+pub async fn migrate(client: &Client) -> Result<usize> {
+    let mut applied_now = 0;
+    for db in DATABASES {
+        client
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .execute()
+            .await?;
+        client
+            .query(&format!(
+                "CREATE TABLE IF NOT EXISTS {db}.schema_migrations \
+                 (version UInt32, name String, applied_at DateTime) \
+                 ENGINE = ReplacingMergeTree ORDER BY version"
+            ))
+            .execute()
+            .await?;
+        let applied: Vec<u32> = client
+            .query(&format!("SELECT version FROM {db}.schema_migrations"))
+            .fetch_all::<Applied>()
+            .await?
+            .into_iter()
+            .map(|a| a.version)
+            .collect();
+        for m in MIGRATIONS.iter().filter(|m| m.database == *db) {
+            if applied.contains(&m.version) {
+                continue;
+            }
+            for statement in statements(m.sql) {
+                client.query(&statement).execute().await?;
+            }
+            client
+                .query(&format!(
+                    "INSERT INTO {db}.schema_migrations (version, name, applied_at) VALUES (?, ?, now())"
+                ))
+                .bind(m.version)
+                .bind(m.name)
+                .execute()
+                .await?;
+            tracing::info!(database = db, version = m.version, name = m.name, "migration applied");
+            applied_now += 1;
+        }
+    }
+    Ok(applied_now)
+}
+
+/// Splits a migration file into statements: `;` ends a statement, `--` starts a comment.
+fn statements(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .map(|l| match l.find("--") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_statements_and_drops_comments() {
+        let s = statements(
+            "-- a comment\nCREATE TABLE a (x UInt8) ENGINE = Log;\n\n-- b\nCREATE TABLE b (y UInt8) ENGINE = Log;\n",
+        );
+        assert_eq!(s.len(), 2);
+        assert!(s[0].starts_with("CREATE TABLE a"));
+        assert!(s[1].starts_with("CREATE TABLE b"));
+    }
+
+    #[test]
+    fn versions_are_unique_and_increasing_per_database() {
+        for db in DATABASES {
+            let versions: Vec<u32> = MIGRATIONS
+                .iter()
+                .filter(|m| m.database == *db)
+                .map(|m| m.version)
+                .collect();
+            assert!(versions.windows(2).all(|w| w[0] < w[1]), "{db}: {versions:?}");
+            assert_eq!(versions.first(), Some(&1), "{db} starts at version 1");
+        }
+    }
+}

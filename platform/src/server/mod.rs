@@ -1,0 +1,215 @@
+//! The platform process: applies migrations, starts the staging writer, the warehouse
+//! load schedule and the gRPC server (ingest, batch, grpc.health.v1, reflection v1 and
+//! v1alpha) on one port, and shuts them down in order so that nothing held is lost.
+
+mod batch_api;
+mod ingest_api;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hospital_proto::batch::batch_service_server::BatchServiceServer;
+use hospital_proto::ingest::ingest_service_server::IngestServiceServer;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+
+use crate::batch::{self, WarehouseLoader};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ingest::IngestOptions;
+use crate::staging::{StagingWriter, WriterOptions};
+use crate::{db, schema};
+
+/// Largest gRPC message accepted (an IngestRequest of 10k events fits easily).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A running platform. Dropping it does not stop it; call [`Platform::shutdown`].
+pub struct Platform {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<()>>,
+}
+
+impl Platform {
+    /// Address the gRPC server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown: stop accepting, let open ingest streams answer what they have
+    /// submitted, flush the staging writer, stop the schedule.
+    pub async fn shutdown(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the platform stops (after a shutdown signal).
+    pub async fn wait(self) -> Result<()> {
+        self.task
+            .await
+            .map_err(|e| Error::Internal(format!("platform task: {e}")))?
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts everything and returns once the gRPC port is bound and the schema is current.
+pub async fn start(config: Config) -> Result<Platform> {
+    config.validate().map_err(|e| Error::InvalidArgument {
+        message: e.to_string(),
+        violations: vec![],
+    })?;
+    let ch = &config.clickhouse;
+    let admin = db::client(ch);
+    wait_for_clickhouse(&admin, &ch.url, Duration::from_millis(ch.timeout_ms)).await?;
+    let applied = schema::migrate(&admin).await?;
+    tracing::info!(applied, "schema is current");
+
+    let writer = StagingWriter::start(
+        db::client_for(ch, "staging"),
+        WriterOptions {
+            flush_rows: config.staging.flush_rows,
+            flush_interval: config.flush_interval(),
+            queue_capacity: config.staging.queue_capacity,
+            insert_timeout: db::timeout(ch),
+        },
+    )
+    .await?;
+    let loader = Arc::new(WarehouseLoader::new(
+        ch,
+        writer.handle().subscribe_committed(),
+        config.batch.chunk_events,
+    ));
+
+    let incoming = TcpIncoming::bind(config.server.listen)
+        .map_err(|e| Error::Internal(format!("cannot listen on {}: {e}", config.server.listen)))?
+        .with_nodelay(Some(true));
+    let addr = incoming
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
+
+    let shutdown = CancellationToken::new();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IngestServiceServer<ingest_api::IngestApi>>().await;
+    health.set_serving::<BatchServiceServer<batch_api::BatchApi>>().await;
+    // google.rpc error details are registered so that grpcurl can show BadRequest.
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hospital_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(hospital_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Internal(format!("reflection: {e}")))?;
+
+    let ingest = ingest_api::IngestApi {
+        writer: writer.handle(),
+        options: IngestOptions {
+            max_events_per_request: config.ingest.max_events_per_request,
+            max_future_ms: (config.ingest.max_future_secs as i64).saturating_mul(1000),
+        },
+        max_in_flight: config.ingest.max_in_flight_per_stream,
+        shutdown: shutdown.clone(),
+    };
+    let batch_api = batch_api::BatchApi { loader: loader.clone() };
+
+    let schedule = (config.batch.interval_secs > 0).then(|| {
+        batch::spawn_schedule(
+            loader.clone(),
+            Duration::from_secs(config.batch.interval_secs),
+            shutdown.clone(),
+        )
+    });
+    let probe = tokio::spawn(probe_storage(admin, health.clone(), shutdown.clone()));
+
+    let router = Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(IngestServiceServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(BatchServiceServer::new(batch_api));
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let served = {
+            let stopped = token.clone();
+            let serve = router.serve_with_incoming_shutdown(incoming, async move { stopped.cancelled().await });
+            tokio::pin!(serve);
+            tokio::select! {
+                r = &mut serve => r.map_err(|e| Error::Internal(format!("grpc server: {e}"))),
+                _ = async { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace_ms = grace.as_millis() as u64, "streams still open after the grace period; closing them");
+                    Ok(())
+                }
+            }
+        };
+        // Answer everything already queued for staging, then stop the writer.
+        writer.shutdown().await;
+        if let Some(s) = schedule {
+            let _ = s.await;
+        }
+        let _ = probe.await;
+        tracing::info!("platform stopped");
+        served
+    });
+    tracing::info!(%addr, "platform listening");
+    Ok(Platform { addr, shutdown, task })
+}
+
+/// Waits for ClickHouse to answer at start-up (it may still be starting, e.g. in compose).
+async fn wait_for_clickhouse(client: &clickhouse::Client, url: &str, patience: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match client.query("SELECT 1").execute().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(Error::Unavailable(format!("ClickHouse at {url} did not answer: {e}")))
+            }
+            Err(e) => {
+                tracing::info!(%url, error = %e, "waiting for ClickHouse");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+/// Reports the ingest service NOT_SERVING over grpc.health.v1 while ClickHouse is down.
+async fn probe_storage(
+    client: clickhouse::Client,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut up = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+        let now_up = client.query("SELECT 1").execute().await.is_ok();
+        if now_up != up {
+            let status = if now_up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            tracing::warn!(?status, "staging zone availability changed");
+            health
+                .set_service_status(
+                    <IngestServiceServer<ingest_api::IngestApi> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            up = now_up;
+        }
+    }
+}

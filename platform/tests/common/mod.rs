@@ -1,0 +1,117 @@
+//! Shared helpers of the platform's integration tests: a real ClickHouse server per
+//! test (hospital-testkit), the platform in-process on 127.0.0.1:0 or as a real process,
+//! and small query helpers.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hospital_platform::config::Config;
+use hospital_platform::server::{self, Platform};
+use hospital_proto::events::ClinicalEvent;
+use hospital_proto::ingest::ingest_service_client::IngestServiceClient;
+use hospital_proto::ingest::{IngestRequest, IngestResponse};
+use hospital_testkit::ClickHouseServer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+pub fn clickhouse() -> ClickHouseServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+    ClickHouseServer::start().expect("start a ClickHouse server (is clickhouse-server installed?)")
+}
+
+/// Configuration for a test platform: ephemeral port, no schedule, small flushes.
+pub fn config(ch: &ClickHouseServer) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.server.shutdown_grace_ms = 5_000;
+    c.clickhouse.url = ch.url();
+    c.clickhouse.timeout_ms = 5_000;
+    c.batch.interval_secs = 0;
+    c.staging.flush_interval_ms = 20;
+    c
+}
+
+pub async fn start_platform(ch: &ClickHouseServer) -> Platform {
+    server::start(config(ch)).await.expect("platform starts")
+}
+
+pub fn endpoint(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+pub async fn ingest_client(addr: SocketAddr) -> IngestServiceClient<Channel> {
+    IngestServiceClient::new(hospital_client::connect(&endpoint(addr)).await.expect("connect"))
+}
+
+/// A sender half and an ack stream: for tests that must see every ack themselves.
+pub async fn open_stream(addr: SocketAddr) -> (mpsc::Sender<IngestRequest>, tonic::Streaming<IngestResponse>) {
+    let (tx, rx) = mpsc::channel(64);
+    let acks = ingest_client(addr)
+        .await
+        .ingest(ReceiverStream::new(rx))
+        .await
+        .expect("open ingest stream")
+        .into_inner();
+    (tx, acks)
+}
+
+pub fn request(id: impl ToString, events: &[ClinicalEvent]) -> IngestRequest {
+    IngestRequest {
+        request_id: id.to_string(),
+        events: events.to_vec(),
+    }
+}
+
+/// A single number from ClickHouse.
+pub fn count(ch: &ClickHouseServer, sql: &str) -> u64 {
+    let out = ch.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{sql}: not a number: {out:?}"))
+}
+
+/// The platform as a real process (for kill -9 tests).
+pub struct PlatformProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl PlatformProcess {
+    pub fn spawn(ch: &ClickHouseServer, port: u16) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hospital-platform"))
+            .env("HOSPITAL__SERVER__LISTEN", addr.to_string())
+            .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
+            .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+            .env("HOSPITAL__STAGING__FLUSH_INTERVAL_MS", "20")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hospital-platform");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "platform did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PlatformProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Brings the platform up on local defaults and feeds it: installs what is missing,
+# builds, starts a local ClickHouse (data in .hospital/clickhouse), starts the platform
+# on 127.0.0.1:50051, streams a generated hospital period through gRPC ingest, runs a
+# warehouse load and shows what landed. Then keeps both running until Ctrl-C
+# (HOSPITAL_DEMO_EXIT=1 stops them at the end instead).
+#
+#   PATIENTS=300 SEED=42 HOSPITAL_GRPC_PORT=50051 HOSPITAL_CH_HTTP_PORT=8123 scripts/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+
+patients=${PATIENTS:-300}
+seed=${SEED:-42}
+grpc_port=${HOSPITAL_GRPC_PORT:-50051}
+ch_http=${HOSPITAL_CH_HTTP_PORT:-8123}
+ch_tcp=${HOSPITAL_CH_TCP_PORT:-9000}
+state=.hospital
+mkdir -p "$state"
+
+echo "== building (release)"
+cargo build --release --locked -p hospital-platform -p hospital-client -p hospital-testkit
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+echo "== starting ClickHouse on 127.0.0.1:$ch_http (data in $state/clickhouse)"
+"$bin/hospital-clickhouse" --dir "$state/clickhouse" --http-port "$ch_http" --tcp-port "$ch_tcp" >"$state/clickhouse.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  grep -q "clickhouse ready" "$state/clickhouse.log" 2>/dev/null && break
+  if ! kill -0 "${pids[0]}" 2>/dev/null; then cat "$state/clickhouse.log"; exit 1; fi
+  sleep 0.1
+done
+
+echo "== starting the platform on 127.0.0.1:$grpc_port"
+HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" \
+  "$bin/hospital-platform" --listen "127.0.0.1:$grpc_port" >"$state/platform.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  (echo >"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break
+  if ! kill -0 "${pids[1]}" 2>/dev/null; then cat "$state/platform.log"; exit 1; fi
+  sleep 0.1
+done
+
+export HOSPITAL_ENDPOINT="http://127.0.0.1:$grpc_port"
+echo "== streaming a generated hospital period ($patients patients, seed $seed)"
+"$bin/hospital" generate --patients "$patients" --seed "$seed"
+echo "== warehouse load"
+"$bin/hospital" batch run
+"$bin/hospital" batch status
+
+q() { curl -sS "http://127.0.0.1:$ch_http/" --data-binary "$1 FORMAT PrettyCompactMonoBlock"; }
+echo "== what landed"
+q "SELECT kind, count() AS events, uniqExact(event_id) AS distinct_events FROM staging.events GROUP BY kind ORDER BY kind"
+q "SELECT count() AS encounters, round(avg(length_of_stay_hours), 1) AS avg_los_hours, round(avg(ed_wait_minutes), 1) AS avg_ed_wait_min FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
+q "SELECT loinc_code, unit, count() AS observations, round(avg(value), 1) AS mean FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0 GROUP BY loinc_code, unit ORDER BY loinc_code"
+
+echo
+echo "platform: $HOSPITAL_ENDPOINT (try: grpcurl -plaintext 127.0.0.1:$grpc_port list)"
+echo "clickhouse: http://127.0.0.1:$ch_http   logs: $state/*.log"
+if [ "${HOSPITAL_DEMO_EXIT:-0}" = "1" ]; then
+  exit 0
+fi
+echo "running; Ctrl-C stops both"
+wait
