@@ -12,7 +12,7 @@ use hospital_client::sender::{send_events, SenderOptions};
 use hospital_platform::config::Config;
 use hospital_platform::ingest::{self, IngestOptions};
 use hospital_platform::staging::StagedEvent;
-use hospital_platform::{db, server};
+use hospital_platform::db;
 use hospital_proto::events::{self as pb, clinical_event::Payload};
 use hospital_proto::ingest::IngestRequest;
 use prost_types::Timestamp;
@@ -111,8 +111,21 @@ async fn run(n: usize) {
     if let Some(ms) = std::env::var("BENCH_FLUSH_MS").ok().and_then(|v| v.parse().ok()) {
         cfg.staging.flush_interval_ms = ms;
     }
-    let platform = server::start(cfg.clone()).await.expect("platform");
-    let endpoint = format!("http://{}", platform.local_addr());
+    // The platform runs as its own process, so that its memory is measured alone.
+    let port = hospital_testkit::free_port();
+    let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_hospital-platform"))
+        .env("HOSPITAL__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
+        .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+        .env("HOSPITAL__STAGING__FLUSH_INTERVAL_MS", cfg.staging.flush_interval_ms.to_string())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("start hospital-platform");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(platform.try_wait().unwrap().is_none(), "hospital-platform exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut rows = Vec::new();
     let version = ch.query("SELECT version()").unwrap_or_default();
 
@@ -155,7 +168,9 @@ async fn run(n: usize) {
         elapsed: started.elapsed(),
         latencies,
     });
-    platform.shutdown().await.unwrap();
+    let platform_hwm = vm_hwm_kib(&platform.id().to_string());
+    let _ = std::process::Command::new("kill").arg(platform.id().to_string()).status();
+    let _ = platform.wait();
 
     // The limit: the same staged rows inserted straight into ClickHouse.
     let admin = db::client(&cfg.clickhouse);
@@ -230,9 +245,10 @@ async fn run(n: usize) {
         );
     }
     println!(
-        "\npeak memory (VmHWM): this process (platform + senders + generated events) {} MiB; ClickHouse server {} MiB",
-        vm_hwm_kib("self") / 1024,
-        ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0) / 1024
+        "\npeak memory (VmHWM): hospital-platform process {} MiB; ClickHouse server {} MiB; this bench process (senders + generated events) {} MiB",
+        platform_hwm / 1024,
+        ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0) / 1024,
+        vm_hwm_kib("self") / 1024
     );
     println!("ack latency: time from sending a request of {BATCH} events to its ack (durably staged). 'vs raw insert' compares 1 stream with 1 task and 8 streams with 8 tasks.");
 }

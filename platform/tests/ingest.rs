@@ -260,6 +260,32 @@ async fn clickhouse_down_gives_unavailable_without_ack_then_recovers() {
     let err = acks.message().await.expect_err("no ack while ClickHouse is down");
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 
+    // Health reports the ingest service NOT_SERVING while staging cannot be written.
+    let channel = hospital_client::connect(&endpoint(platform.local_addr()))
+        .await
+        .unwrap();
+    let health = |channel: tonic::transport::Channel| async move {
+        tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "hospital.ingest.v1.IngestService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    };
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let mut status = health(channel.clone()).await;
+    for _ in 0..100 {
+        if status == not_serving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = health(channel.clone()).await;
+    }
+    assert_eq!(status, not_serving, "health follows ClickHouse down");
+
     ch.restart().unwrap();
     // The sender resends what was not acknowledged; it commits once ClickHouse is back.
     let report = send_events(
@@ -279,6 +305,15 @@ async fn clickhouse_down_gives_unavailable_without_ack_then_recovers() {
         evs.len() as u64,
         "everything acknowledged is staged"
     );
+    let mut status = health(channel.clone()).await;
+    for _ in 0..100 {
+        if status == serving {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        status = health(channel.clone()).await;
+    }
+    assert_eq!(status, serving, "health follows ClickHouse back");
     platform.shutdown().await.unwrap();
 }
 

@@ -316,23 +316,7 @@ fn obs(loinc: &str, value: f64, unit: &str) -> pb::Observation {
 }
 
 fn staged(e: &ClinicalEvent) -> StagedEvent {
-    let kind = match e.payload.as_ref().unwrap() {
-        Payload::PatientRegistered(_) => "patient_registered",
-        Payload::PatientUpdated(_) => "patient_updated",
-        Payload::Admission(_) => "admission",
-        Payload::Transfer(_) => "transfer",
-        Payload::Discharge(_) => "discharge",
-        Payload::EdArrival(_) => "ed_arrival",
-        Payload::EdTriage(_) => "ed_triage",
-        Payload::VitalSigns(_) => "vital_signs",
-        Payload::LabResult(_) => "lab_result",
-        Payload::MedicationOrder(_) => "medication_order",
-        Payload::MedicationDispense(_) => "medication_dispense",
-        Payload::MedicationAdministration(_) => "medication_administration",
-        Payload::BedStatus(_) => "bed_status",
-        Payload::ChargeLine(_) => "charge_line",
-        Payload::ReferenceData(_) => "reference_data",
-    };
+    let kind = hospital_platform::ingest::kind_of(e.payload.as_ref().unwrap());
     let (mrn, authority) = e
         .patient
         .as_ref()
