@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use hospital_client::sender::{send_events, SenderOptions};
 use hospital_platform::config::Config;
+use hospital_platform::db;
 use hospital_platform::ingest::{self, IngestOptions};
 use hospital_platform::staging::StagedEvent;
-use hospital_platform::db;
 use hospital_proto::events::{self as pb, clinical_event::Payload};
 use hospital_proto::ingest::IngestRequest;
 use prost_types::Timestamp;
@@ -117,7 +117,10 @@ async fn run(n: usize) {
         .env("HOSPITAL__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
         .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
-        .env("HOSPITAL__STAGING__FLUSH_INTERVAL_MS", cfg.staging.flush_interval_ms.to_string())
+        .env(
+            "HOSPITAL__STAGING__FLUSH_INTERVAL_MS",
+            cfg.staging.flush_interval_ms.to_string(),
+        )
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start hospital-platform");
@@ -169,7 +172,9 @@ async fn run(n: usize) {
         latencies,
     });
     let platform_hwm = vm_hwm_kib(&platform.id().to_string());
-    let _ = std::process::Command::new("kill").arg(platform.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg(platform.id().to_string())
+        .status();
     let _ = platform.wait();
 
     // The limit: the same staged rows inserted straight into ClickHouse.

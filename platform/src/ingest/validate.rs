@@ -313,7 +313,7 @@ impl Checker {
         let ms = ts
             .seconds
             .checked_mul(1000)
-            .map(|s| s + i64::from(ts.nanos / 1_000_000));
+            .and_then(|s| s.checked_add(i64::from(ts.nanos / 1_000_000)));
         match ms {
             Some(ms) if ms < EARLIEST_MS => {
                 self.violation(field, "before 1900-01-01");
@@ -708,6 +708,25 @@ mod tests {
             nanos: 0,
         });
         assert_eq!(fields(&validate(e, &limits()).unwrap_err()), vec!["occurred_at"]);
+    }
+
+    #[test]
+    fn extreme_timestamps_are_rejected_not_panics() {
+        for seconds in [i64::MAX, i64::MIN, i64::MAX / 1000] {
+            let mut e = event(Payload::Discharge(pb::Discharge {
+                encounter_id: "E1".into(),
+                disposition: 0,
+            }));
+            e.occurred_at = Some(Timestamp {
+                seconds,
+                nanos: 999_999_999,
+            });
+            assert_eq!(
+                fields(&validate(e, &limits()).unwrap_err()),
+                vec!["occurred_at"],
+                "{seconds}"
+            );
+        }
     }
 
     #[test]
