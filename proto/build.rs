@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hospital/events/v1/events.proto",
         "hospital/ingest/v1/ingest.proto",
         "hospital/batch/v1/batch.proto",
+        "hospital/realtime/v1/realtime.proto",
     ];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

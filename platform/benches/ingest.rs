@@ -72,6 +72,7 @@ fn vitals(n: usize, source: &str) -> Vec<pb::ClinicalEvent> {
                 .collect(),
                 consciousness: pb::Consciousness::Alert as i32,
                 supplemental_oxygen: Some(false),
+                spo2_scale: pb::Spo2Scale::Spo2Scale1 as i32,
             })),
         })
         .collect()

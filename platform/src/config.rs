@@ -17,6 +17,7 @@ pub struct Config {
     pub clickhouse: ClickHouseConfig,
     pub staging: StagingConfig,
     pub batch: BatchConfig,
+    pub realtime: RealtimeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +122,21 @@ impl Default for BatchConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RealtimeConfig {
+    /// Committed flushes the in-process bus keeps for slow readers; a reader further
+    /// behind catches up from staging. Memory: up to this many flushes of
+    /// `staging.flush_rows` events.
+    pub bus_capacity: usize,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self { bus_capacity: 16 }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -154,6 +170,9 @@ impl Config {
         }
         if self.ingest.max_in_flight_per_stream == 0 {
             return bad("ingest.max_in_flight_per_stream must be at least 1");
+        }
+        if self.realtime.bus_capacity == 0 {
+            return bad("realtime.bus_capacity must be at least 1");
         }
         if self.batch.chunk_events == 0 {
             return bad("batch.chunk_events must be at least 1");

@@ -33,6 +33,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "star_schema",
         sql: include_str!("../migrations/warehouse/0001_star_schema.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 2,
+        name: "news2_alerts",
+        sql: include_str!("../migrations/warehouse/0002_news2_alerts.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]

@@ -500,7 +500,14 @@ async fn reflection_and_health_are_served() {
     let channel = hospital_client::connect(&endpoint(platform.local_addr()))
         .await
         .unwrap();
-    for service in ["", "hospital.ingest.v1.IngestService", "hospital.batch.v1.BatchService"] {
+    for service in [
+        "",
+        "hospital.ingest.v1.IngestService",
+        "hospital.batch.v1.BatchService",
+        "hospital.realtime.v1.AlertService",
+        "hospital.realtime.v1.CensusService",
+        "hospital.realtime.v1.ChangeFeedService",
+    ] {
         let status = HealthClient::new(channel.clone())
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -534,6 +541,9 @@ async fn reflection_and_health_are_served() {
             "grpc.reflection.v1.ServerReflection",
             "hospital.batch.v1.BatchService",
             "hospital.ingest.v1.IngestService",
+            "hospital.realtime.v1.AlertService",
+            "hospital.realtime.v1.CensusService",
+            "hospital.realtime.v1.ChangeFeedService",
         ]
     );
 

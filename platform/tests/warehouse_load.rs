@@ -192,6 +192,7 @@ fn encounter_events(i: usize, start: i64, exp: &mut Expect) -> Vec<ClinicalEvent
                 ],
                 consciousness: pb::Consciousness::Alert as i32,
                 supplemental_oxygen: if s == 0 { None } else { Some(s == 2) },
+                ..Default::default()
             }),
         ));
         exp.vital_rows += 4;
@@ -362,6 +363,7 @@ impl Harness {
                 queue_capacity: 16,
                 insert_timeout: Duration::from_secs(10),
             },
+            hospital_platform::realtime::bus::Bus::new(1),
         )
         .await
         .expect("staging writer starts");
@@ -519,6 +521,7 @@ async fn staging_to_warehouse_is_incremental_and_idempotent() {
             observations: vec![obs("8867-4", 101.0, "/min")],
             consciousness: pb::Consciousness::Alert as i32,
             supplemental_oxygen: None,
+            ..Default::default()
         }),
     ));
     exp.patients.insert("MRN-WALKIN".into());

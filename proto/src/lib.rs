@@ -21,10 +21,17 @@ mod generated {
                 tonic::include_proto!("hospital.batch.v1");
             }
         }
+        pub mod realtime {
+            pub mod v1 {
+                tonic::include_proto!("hospital.realtime.v1");
+            }
+        }
     }
 }
 
-pub use generated::hospital::{batch::v1 as batch, events::v1 as events, ingest::v1 as ingest};
+pub use generated::hospital::{
+    batch::v1 as batch, events::v1 as events, ingest::v1 as ingest, realtime::v1 as realtime,
+};
 
 /// Encoded `FileDescriptorSet` of every hospital package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hospital_descriptor");

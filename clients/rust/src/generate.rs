@@ -244,10 +244,16 @@ impl Gen {
 
         // Vital signs every 4 hours; some patients deteriorate half way through.
         let deteriorates = self.rng.random_bool(0.2);
+        // About one in ten has a prescribed 88-92% SpO2 target (NEWS2 scale 2).
+        let scale = if self.rng.random_bool(0.1) {
+            pb::Spo2Scale::Spo2Scale2
+        } else {
+            pb::Spo2Scale::Spo2Scale1
+        };
         let mut t = admit + 600;
         while t < discharge {
             let sick = deteriorates && t > admit + (discharge - admit) / 2;
-            let vitals = self.vitals(sick, &encounter);
+            let vitals = self.vitals(sick, &encounter, scale);
             self.push(t, m, Payload::VitalSigns(vitals));
             t += 4 * 3600;
         }
@@ -367,7 +373,7 @@ impl Gen {
         );
     }
 
-    fn vitals(&mut self, sick: bool, encounter: &str) -> pb::VitalSigns {
+    fn vitals(&mut self, sick: bool, encounter: &str, scale: pb::Spo2Scale) -> pb::VitalSigns {
         let r = &mut self.rng;
         let obs = |code: &str, value: f64, unit: &str| pb::Observation {
             loinc_code: code.into(),
@@ -407,6 +413,7 @@ impl Gen {
                 pb::Consciousness::Alert
             } as i32,
             supplemental_oxygen: Some(sick),
+            spo2_scale: scale as i32,
         }
     }
 }

@@ -6,6 +6,13 @@ use hospital_client::generate::{generate, GeneratorOptions};
 use hospital_client::sender::{send_events, SenderOptions};
 use hospital_proto::batch::batch_service_client::BatchServiceClient;
 use hospital_proto::batch::{GetWarehouseStatusRequest, RunWarehouseLoadRequest};
+use hospital_proto::realtime::alert_service_client::AlertServiceClient;
+use hospital_proto::realtime::census_service_client::CensusServiceClient;
+use hospital_proto::realtime::change_feed_service_client::ChangeFeedServiceClient;
+use hospital_proto::realtime::{
+    census_update, AlertKind, Census, GetCensusRequest, GetScoresRequest, RiskBand, SubscribeAlertsRequest,
+    SubscribeRequest,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 // glibc malloc spent a quarter of the ingest path's CPU under contention (perf, 2 cores).
@@ -43,11 +50,48 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value = "sim-ehr")]
         source_system: String,
+        /// Stream at this many events per second instead of as fast as possible.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Start of the generated period, days before now (default: a fixed date, so
+        /// that a seed always gives the same events).
+        #[arg(long)]
+        days_ago: Option<i64>,
     },
     /// Warehouse loads (staging -> warehouse).
     Batch {
         #[command(subcommand)]
         command: BatchCommand,
+    },
+    /// Follow NEWS2 alerts live (all wards unless --ward/--department).
+    Alerts {
+        #[arg(long = "ward")]
+        wards: Vec<String>,
+        #[arg(long = "department")]
+        departments: Vec<String>,
+    },
+    /// Current NEWS2 score of each patient.
+    Scores {
+        #[arg(long = "ward")]
+        wards: Vec<String>,
+    },
+    /// The live census; --watch follows its changes.
+    Census {
+        #[arg(long)]
+        watch: bool,
+        #[arg(long = "department")]
+        departments: Vec<String>,
+    },
+    /// Follow the change feed from after a position (0 = from the start).
+    Feed {
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        #[arg(long = "ward")]
+        wards: Vec<String>,
+        #[arg(long = "mrn")]
+        mrns: Vec<String>,
     },
 }
 
@@ -76,13 +120,22 @@ async fn main() -> anyhow::Result<()> {
             batch_size,
             in_flight,
             source_system,
+            rate,
+            days_ago,
         } => {
-            let events = generate(&GeneratorOptions {
+            let mut gen = GeneratorOptions {
                 seed,
                 patients,
                 source_system,
                 ..Default::default()
-            });
+            };
+            if let Some(days) = days_ago {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs() as i64;
+                gen.start_secs = now - days * 86_400;
+            }
+            let events = generate(&gen);
             let total = events.len() as u64;
             let bar = ProgressBar::new(total).with_style(
                 ProgressStyle::with_template(
@@ -93,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
             let mut rejected = 0usize;
             let opts = SenderOptions {
                 endpoint: cli.endpoint.clone(),
-                batch_size,
+                batch_size: if rate.is_some() { batch_size.min(50) } else { batch_size },
                 max_in_flight: in_flight,
+                rate,
                 ..Default::default()
             };
             let report = send_events(events, &opts, |ack| {
@@ -118,6 +172,115 @@ async fn main() -> anyhow::Result<()> {
                 for v in &r.violations {
                     println!("  rejected {:?}: {}: {}", r.event_id, v.field, v.description);
                 }
+            }
+        }
+        Command::Alerts { wards, departments } => {
+            let channel = connect(&cli.endpoint).await?;
+            let mut stream = AlertServiceClient::new(channel)
+                .subscribe_alerts(SubscribeAlertsRequest {
+                    ward_codes: wards,
+                    department_codes: departments,
+                })
+                .await?
+                .into_inner();
+            println!("following NEWS2 alerts (Ctrl-C to stop)");
+            while let Some(a) = stream.message().await? {
+                let patient = a.patient.map(|p| p.mrn).unwrap_or_default();
+                println!(
+                    "{} {:<10} {:<8} ward {:<5} bed {:<8} NEWS2 {:>2} {:?} (was {:?})  {}",
+                    a.raised_at.map(|t| t.to_string()).unwrap_or_default(),
+                    format!("{:?}", AlertKind::try_from(a.kind).unwrap_or_default()),
+                    patient,
+                    a.ward_code,
+                    a.bed_code,
+                    a.score,
+                    RiskBand::try_from(a.band).unwrap_or_default(),
+                    RiskBand::try_from(a.previous_band).unwrap_or_default(),
+                    a.response
+                );
+            }
+        }
+        Command::Scores { wards } => {
+            let channel = connect(&cli.endpoint).await?;
+            let scores = AlertServiceClient::new(channel)
+                .get_scores(GetScoresRequest { ward_codes: wards })
+                .await?
+                .into_inner()
+                .scores;
+            for s in scores {
+                println!(
+                    "{:<10} ward {:<5} bed {:<8} NEWS2 {:>2} {:?}{}",
+                    s.patient.map(|p| p.mrn).unwrap_or_default(),
+                    s.ward_code,
+                    s.bed_code,
+                    s.score,
+                    RiskBand::try_from(s.band).unwrap_or_default(),
+                    if s.missing_parameters.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  (missing: {})", s.missing_parameters.join(", "))
+                    }
+                );
+            }
+        }
+        Command::Census { watch, departments } => {
+            let channel = connect(&cli.endpoint).await?;
+            let mut client = CensusServiceClient::new(channel);
+            let req = GetCensusRequest {
+                department_codes: departments,
+            };
+            if watch {
+                let mut stream = client.watch_census(req).await?.into_inner();
+                while let Some(u) = stream.message().await? {
+                    match u.update {
+                        Some(census_update::Update::Snapshot(c)) => print_census(&c),
+                        Some(census_update::Update::Ward(w)) => println!(
+                            "[{}] ward {:<5} {:>3}/{:<3} occupied, {:>3} available, {:>2} blocked",
+                            u.position, w.ward_code, w.occupied, w.beds, w.available, w.blocked
+                        ),
+                        Some(census_update::Update::EdArrival(p)) => println!(
+                            "[{}] ED   {} encounter {} acuity {}",
+                            u.position,
+                            p.patient.map(|p| p.mrn).unwrap_or_default(),
+                            p.encounter_id,
+                            p.acuity
+                        ),
+                        Some(census_update::Update::EdDepartedEncounterId(e)) => {
+                            println!("[{}] ED   encounter {e} left the department", u.position)
+                        }
+                        None => {}
+                    }
+                }
+            } else {
+                print_census(&client.get_census(req).await?.into_inner());
+            }
+        }
+        Command::Feed {
+            after,
+            kinds,
+            wards,
+            mrns,
+        } => {
+            let channel = connect(&cli.endpoint).await?;
+            let mut stream = ChangeFeedServiceClient::new(channel)
+                .subscribe(SubscribeRequest {
+                    after_position: after,
+                    kinds,
+                    ward_codes: wards,
+                    patient_mrns: mrns,
+                })
+                .await?
+                .into_inner();
+            while let Some(c) = stream.message().await? {
+                let e = c.event.unwrap_or_default();
+                println!(
+                    "{:>10} {:<26} {:<12} {:<10} {}",
+                    c.position,
+                    c.kind,
+                    e.source_system,
+                    e.patient.map(|p| p.mrn).unwrap_or_default(),
+                    e.event_id
+                );
             }
         }
         Command::Batch { command } => {
@@ -163,4 +326,44 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn connect(endpoint: &str) -> anyhow::Result<tonic::transport::Channel> {
+    hospital_client::connect(endpoint)
+        .await
+        .with_context(|| format!("connect to {endpoint}"))
+}
+
+fn print_census(c: &Census) {
+    println!("census at staging position {}: {} inpatients", c.position, c.inpatients);
+    println!(
+        "  {:<6} {:<6} {:<28} {:>5} {:>9} {:>10} {:>8}",
+        "dept", "ward", "name", "beds", "occupied", "available", "blocked"
+    );
+    for w in &c.wards {
+        println!(
+            "  {:<6} {:<6} {:<28} {:>5} {:>9} {:>10} {:>8}",
+            w.department_code, w.ward_code, w.ward_name, w.beds, w.occupied, w.available, w.blocked
+        );
+    }
+    for d in &c.departments {
+        println!(
+            "  {:<6} {:<35} {:>5} {:>9} {:>10}",
+            d.department_code, d.department_name, d.beds, d.occupied, d.available
+        );
+    }
+    println!("  ED waiting: {}", c.ed_waiting.len());
+    for p in &c.ed_waiting {
+        println!(
+            "    {:<10} encounter {:<10} acuity {} waiting {} min",
+            p.patient.as_ref().map(|p| p.mrn.as_str()).unwrap_or_default(),
+            p.encounter_id,
+            if p.acuity == 0 {
+                "-".to_string()
+            } else {
+                p.acuity.to_string()
+            },
+            p.waiting_minutes
+        );
+    }
 }

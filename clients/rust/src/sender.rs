@@ -21,6 +21,8 @@ pub struct SenderOptions {
     /// Give up after this many consecutive failed attempts (0 = never retry).
     pub max_retries: u32,
     pub retry_backoff: Duration,
+    /// Events per second to send at (None: as fast as acks allow).
+    pub rate: Option<f64>,
 }
 
 impl Default for SenderOptions {
@@ -31,6 +33,7 @@ impl Default for SenderOptions {
             max_in_flight: 8,
             max_retries: 20,
             retry_backoff: Duration::from_millis(500),
+            rate: None,
         }
     }
 }
@@ -83,8 +86,13 @@ pub async fn send_events(
         ..Default::default()
     };
     let mut failures = 0u32;
+    let mut pacer = Pacer {
+        started,
+        rate: opts.rate.filter(|r| *r > 0.0),
+        events: 0,
+    };
     while !pending.is_empty() {
-        match attempt(&mut pending, opts, &mut report, &mut on_ack).await {
+        match attempt(&mut pending, opts, &mut report, &mut on_ack, &mut pacer).await {
             Ok(()) => failures = 0,
             Err(status) => {
                 if status.code() == tonic::Code::InvalidArgument {
@@ -114,6 +122,7 @@ async fn attempt(
     opts: &SenderOptions,
     report: &mut SendReport,
     on_ack: &mut impl FnMut(&IngestResponse),
+    pacer: &mut Pacer,
 ) -> Result<(), tonic::Status> {
     let channel = crate::connect(&opts.endpoint)
         .await
@@ -128,6 +137,7 @@ async fn attempt(
         // Keep up to max_in_flight requests unanswered.
         while sent < pending.len() && sent_at.len() < opts.max_in_flight.max(1) {
             let Some(sender) = tx.as_ref() else { break };
+            pacer.wait(pending[sent].events.len()).await;
             if sender.send(pending[sent].clone()).await.is_err() {
                 break;
             }
@@ -167,5 +177,22 @@ async fn attempt(
                 return Err(tonic::Status::unavailable("stream ended with requests unanswered"));
             }
         }
+    }
+}
+
+/// Spreads sends over time at a fixed event rate.
+struct Pacer {
+    started: Instant,
+    rate: Option<f64>,
+    events: usize,
+}
+
+impl Pacer {
+    async fn wait(&mut self, events: usize) {
+        if let Some(rate) = self.rate {
+            let due = self.started + Duration::from_secs_f64(self.events as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        self.events += events;
     }
 }

@@ -586,6 +586,7 @@ mod tests {
             ],
             consciousness: pb::Consciousness::NewConfusion as i32,
             supplemental_oxygen: Some(true),
+            ..Default::default()
         };
         let d = decode(&staged(7, &event("v", Payload::VitalSigns(v)))).unwrap();
         let plan = plan(&[d], 3);

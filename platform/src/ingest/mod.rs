@@ -13,7 +13,7 @@ use prost::Message;
 
 use crate::error::{Error, Result, Violation};
 use crate::staging::{CommitInfo, StagedEvent};
-pub use validate::{kind_of, validate, Limits, ValidEvent};
+pub use validate::{kind_of, validate, Limits, ValidEvent, KINDS};
 
 /// Limits of the door, from configuration.
 #[derive(Debug, Clone, Copy)]

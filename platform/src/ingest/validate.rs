@@ -31,6 +31,25 @@ const MAX_TEXT_LEN: usize = 1024;
 /// 1900-01-01T00:00:00Z: nothing in a hospital record happened before it.
 const EARLIEST_MS: i64 = -2_208_988_800_000;
 
+/// Every value of `staging.events.kind`.
+pub const KINDS: &[&str] = &[
+    "patient_registered",
+    "patient_updated",
+    "admission",
+    "transfer",
+    "discharge",
+    "ed_arrival",
+    "ed_triage",
+    "vital_signs",
+    "lab_result",
+    "medication_order",
+    "medication_dispense",
+    "medication_administration",
+    "bed_status",
+    "charge_line",
+    "reference_data",
+];
+
 /// The payload case's name as stored in `staging.events.kind`.
 pub fn kind_of(payload: &Payload) -> &'static str {
     match payload {
@@ -386,6 +405,7 @@ impl Checker {
             "vital_signs.consciousness",
             pb::Consciousness::try_from(v.consciousness).is_ok(),
         );
+        self.enum_known("vital_signs.spo2_scale", pb::Spo2Scale::try_from(v.spo2_scale).is_ok());
         if v.observations.is_empty() && v.consciousness == 0 && v.supplemental_oxygen.is_none() {
             self.violation(
                 "vital_signs.observations",

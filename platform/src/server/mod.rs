@@ -4,6 +4,7 @@
 
 mod batch_api;
 mod ingest_api;
+mod realtime_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use hospital_proto::batch::batch_service_server::BatchServiceServer;
 use hospital_proto::ingest::ingest_service_server::IngestServiceServer;
+use hospital_proto::realtime::alert_service_server::AlertServiceServer;
+use hospital_proto::realtime::census_service_server::CensusServiceServer;
+use hospital_proto::realtime::change_feed_service_server::ChangeFeedServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -21,8 +25,10 @@ use crate::batch::{self, WarehouseLoader};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
+use crate::realtime::bus::Bus;
+use crate::realtime::changefeed::ChangeFeedApi;
 use crate::staging::{StagingWriter, WriterOptions};
-use crate::{db, schema};
+use crate::{db, realtime, schema};
 
 /// Largest gRPC message accepted (an IngestRequest of 10k events fits easily).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -71,6 +77,7 @@ pub async fn start(config: Config) -> Result<Platform> {
     let applied = schema::migrate(&admin).await?;
     tracing::info!(applied, "schema is current");
 
+    let bus = Bus::new(config.realtime.bus_capacity);
     let writer = StagingWriter::start(
         db::client_for(ch, "staging"),
         WriterOptions {
@@ -79,6 +86,7 @@ pub async fn start(config: Config) -> Result<Platform> {
             queue_capacity: config.staging.queue_capacity,
             insert_timeout: db::timeout(ch),
         },
+        bus.clone(),
     )
     .await?;
     let loader = Arc::new(WarehouseLoader::new(
@@ -98,6 +106,11 @@ pub async fn start(config: Config) -> Result<Platform> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IngestServiceServer<ingest_api::IngestApi>>().await;
     health.set_serving::<BatchServiceServer<batch_api::BatchApi>>().await;
+    health.set_serving::<ChangeFeedServiceServer<ChangeFeedApi>>().await;
+    health.set_serving::<AlertServiceServer<realtime_api::AlertApi>>().await;
+    health
+        .set_serving::<CensusServiceServer<realtime_api::CensusApi>>()
+        .await;
     // google.rpc error details are registered so that grpcurl can show BadRequest.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hospital_proto::FILE_DESCRIPTOR_SET)
@@ -123,6 +136,24 @@ pub async fn start(config: Config) -> Result<Platform> {
     };
     let batch_api = batch_api::BatchApi { loader: loader.clone() };
 
+    let (realtime, realtime_task) =
+        realtime::processor::start(ch, &bus, writer.handle().subscribe_committed(), shutdown.clone()).await?;
+    let change_feed = ChangeFeedApi {
+        bus: bus.clone(),
+        staging: db::client_for(ch, "staging"),
+        committed: writer.handle().subscribe_committed(),
+        ward_of: realtime_api::ward_of(&realtime),
+        shutdown: shutdown.clone(),
+    };
+    let alert_api = realtime_api::AlertApi {
+        realtime: realtime.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let census_api = realtime_api::CensusApi {
+        realtime,
+        shutdown: shutdown.clone(),
+    };
+
     let schedule = (config.batch.interval_secs > 0).then(|| {
         batch::spawn_schedule(
             loader.clone(),
@@ -137,7 +168,10 @@ pub async fn start(config: Config) -> Result<Platform> {
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(IngestServiceServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(BatchServiceServer::new(batch_api));
+        .add_service(BatchServiceServer::new(batch_api))
+        .add_service(ChangeFeedServiceServer::new(change_feed))
+        .add_service(AlertServiceServer::new(alert_api))
+        .add_service(CensusServiceServer::new(census_api));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -159,6 +193,7 @@ pub async fn start(config: Config) -> Result<Platform> {
             let _ = s.await;
         }
         let _ = probe.await;
+        let _ = realtime_task.await;
         tracing::info!("platform stopped");
         served
     });

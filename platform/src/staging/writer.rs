@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::{StagedEvent, EVENTS_TABLE};
 use crate::error::{Error, Result};
+use crate::realtime::bus::{Bus, Committed};
 
 /// What a submitter learns once its events are durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +107,8 @@ struct MaxPosition {
 
 impl StagingWriter {
     /// Starts the writer; positions continue after the highest one already staged.
-    pub async fn start(client: Client, opts: WriterOptions) -> Result<Self> {
+    /// Every committed flush is published on `bus` after its insert returned.
+    pub async fn start(client: Client, opts: WriterOptions, bus: Bus) -> Result<Self> {
         let last = client
             .query("SELECT max(position) AS max_position FROM events")
             .fetch_one::<MaxPosition>()
@@ -123,6 +125,7 @@ impl StagingWriter {
             committed_tx,
             last + 1,
             opts.insert_timeout,
+            bus,
         ));
         tracing::info!(last_position = last, "staging writer started");
         Ok(Self {
@@ -191,6 +194,7 @@ async fn flush_loop(
     committed: watch::Sender<u64>,
     mut next_position: u64,
     timeout: Duration,
+    bus: Bus,
 ) {
     while let Some(mut batch) = batches.recv().await {
         // Positions are never reused, even when an insert fails: a failed insert may
@@ -217,6 +221,7 @@ async fn flush_loop(
                     committed.send_modify(|c| *c = (*c).max(last));
                 }
                 tracing::debug!(rows = batch.rows, ms = started.elapsed().as_millis() as u64, "flushed");
+                let mut published = Vec::with_capacity(batch.rows);
                 for (s, (start, end)) in batch.submissions.into_iter().zip(ranges) {
                     let info = if s.rows.is_empty() {
                         let at = *committed.borrow();
@@ -231,7 +236,11 @@ async fn flush_loop(
                         }
                     };
                     let _ = s.reply.send(Ok(info));
+                    published.extend(s.rows);
                 }
+                // After the acks and the committed position: readers that see this flush
+                // on the bus can also read it from staging.
+                bus.publish(Committed { rows: published });
             }
             Err(e) => {
                 tracing::warn!(rows = batch.rows, error = %e, "staging flush failed; nothing in it is acknowledged");

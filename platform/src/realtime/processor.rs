@@ -1,0 +1,122 @@
+//! The real-time processor: follows committed events (from the warehouse watermark at
+//! start-up, then live from the bus) and keeps the live census and the NEWS2 alert state
+//! current; publishes census changes and alerts to subscribers and alerts to the audit
+//! table. One task owns the writes; RPC readers take a read lock.
+//!
+//! Start-up rebuild: the census and alert state are loaded from the warehouse as of its
+//! load watermark, then every staged event after the watermark is replayed through the
+//! same code, so a restart shows the same census. Alerts already audited before a restart
+//! are not raised again.
+
+use std::sync::{Arc, RwLock};
+
+use hospital_proto::events::{ClinicalEvent, PatientRef};
+use hospital_proto::realtime::{Alert, CensusUpdate};
+use prost::Message;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::alerts::{AlertAudit, AlertState};
+use super::bus::Bus;
+use super::census::{CensusState, PatientLocation};
+use super::follow::Follower;
+use crate::config::ClickHouseConfig;
+use crate::db;
+use crate::error::Result;
+
+/// Census changes and alerts kept for slow subscribers before they are told they fell
+/// behind.
+const FANOUT_CAPACITY: usize = 4096;
+
+pub struct State {
+    pub census: CensusState,
+    pub alerts: AlertState,
+}
+
+/// Shared handle to the real-time views.
+#[derive(Clone)]
+pub struct Realtime {
+    pub state: Arc<RwLock<State>>,
+    pub alerts: broadcast::Sender<Arc<Alert>>,
+    pub census: broadcast::Sender<Arc<CensusUpdate>>,
+}
+
+impl Realtime {
+    /// Where a patient is now, per the live census.
+    pub fn location_of(&self, patient: &PatientRef) -> Option<PatientLocation> {
+        self.state.read().ok()?.census.location_of(patient)
+    }
+}
+
+/// Rebuilds the state from the warehouse and starts following staging.
+pub async fn start(
+    cfg: &ClickHouseConfig,
+    bus: &Bus,
+    committed: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) -> Result<(Realtime, JoinHandle<()>)> {
+    let warehouse = db::client_for(cfg, "warehouse");
+    let (census, watermark) = CensusState::load(&warehouse).await?;
+    let alerts = AlertState::load(&warehouse).await?;
+    let follower = Follower::new(bus, db::client_for(cfg, "staging"), committed, watermark);
+    let audit = AlertAudit::start(warehouse);
+    let realtime = Realtime {
+        state: Arc::new(RwLock::new(State { census, alerts })),
+        alerts: broadcast::channel(FANOUT_CAPACITY).0,
+        census: broadcast::channel(FANOUT_CAPACITY).0,
+    };
+    tracing::info!(
+        watermark,
+        "real-time state rebuilt from the warehouse; replaying staging after it"
+    );
+    let task = tokio::spawn(run(realtime.clone(), follower, audit, shutdown));
+    Ok((realtime, task))
+}
+
+async fn run(rt: Realtime, mut follower: Follower, audit: AlertAudit, shutdown: CancellationToken) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            next = follower.next() => next,
+        };
+        let row = match next {
+            Ok(Some(row)) => row,
+            Ok(None) => break,
+            Err(e) => {
+                // ClickHouse unreachable while catching up: try again shortly.
+                tracing::warn!(error = %e, position = follower.position(), "real-time follower cannot read staging");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        let event = match ClinicalEvent::decode(row.payload.as_slice()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(position = row.position, error = %e, "staged event does not decode; skipped by real-time");
+                continue;
+            }
+        };
+        let (updates, alert) = {
+            let Ok(mut state) = rt.state.write() else {
+                tracing::error!("real-time state lock poisoned; stopping");
+                break;
+            };
+            let updates = state.census.apply(row.position, &event);
+            let location = event.patient.as_ref().and_then(|p| state.census.location_of(p));
+            let alert = state.alerts.apply(row.position, &event, location.as_ref());
+            (updates, alert)
+        };
+        for u in updates {
+            let _ = rt.census.send(Arc::new(u));
+        }
+        if let Some(alert) = alert {
+            audit.record(&alert).await;
+            let _ = rt.alerts.send(Arc::new(alert));
+        }
+    }
+    audit.shutdown().await;
+}

@@ -1,0 +1,191 @@
+//! gRPC faces of the real-time stage: `AlertService` and `CensusService`. Thin: read the
+//! processor's state or forward its fan-out, with filters; a subscriber that falls
+//! behind the fan-out is told so (alerts) or re-sent a snapshot (census).
+
+use std::collections::HashSet;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use hospital_proto::realtime::alert_service_server::AlertService;
+use hospital_proto::realtime::census_service_server::CensusService;
+use hospital_proto::realtime::{
+    census_update, Alert, Census, CensusUpdate, GetCensusRequest, GetScoresRequest, GetScoresResponse,
+    SubscribeAlertsRequest,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::realtime::processor::Realtime;
+
+/// Messages queued per subscriber.
+const SUBSCRIBER_QUEUE: usize = 256;
+
+type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn poisoned() -> Status {
+    Status::internal("real-time state unavailable")
+}
+
+pub struct AlertApi {
+    pub realtime: Realtime,
+    pub shutdown: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl AlertService for AlertApi {
+    type SubscribeAlertsStream = Stream<Alert>;
+
+    #[tracing::instrument(skip_all)]
+    async fn subscribe_alerts(
+        &self,
+        request: Request<SubscribeAlertsRequest>,
+    ) -> Result<Response<Self::SubscribeAlertsStream>, Status> {
+        let req = request.into_inner();
+        let wards: HashSet<String> = req.ward_codes.into_iter().collect();
+        let departments: HashSet<String> = req.department_codes.into_iter().collect();
+        let mut alerts = self.realtime.alerts.subscribe();
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                    next = alerts.recv() => next,
+                };
+                match next {
+                    Ok(alert) => {
+                        let wanted = (wards.is_empty() && departments.is_empty())
+                            || wards.contains(&alert.ward_code)
+                            || departments.contains(&alert.department_code);
+                        if wanted && tx.send(Ok(Alert::clone(&alert))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        let _ = tx
+                            .send(Err(Status::resource_exhausted(format!(
+                                "subscriber fell behind by {missed} alerts; resubscribe, and read current scores with GetScores"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_scores(&self, request: Request<GetScoresRequest>) -> Result<Response<GetScoresResponse>, Status> {
+        let req = request.into_inner();
+        let state = self.realtime.state.read().map_err(|_| poisoned())?;
+        let scores = state.alerts.scores(&req.ward_codes, |p| state.census.location_of(p));
+        Ok(Response::new(GetScoresResponse { scores }))
+    }
+}
+
+pub struct CensusApi {
+    pub realtime: Realtime,
+    pub shutdown: CancellationToken,
+}
+
+impl CensusApi {
+    fn snapshot(&self, req: &GetCensusRequest) -> Result<Census, Status> {
+        let state = self.realtime.state.read().map_err(|_| poisoned())?;
+        Ok(state.census.snapshot(req, now_ms()))
+    }
+}
+
+#[tonic::async_trait]
+impl CensusService for CensusApi {
+    type WatchCensusStream = Stream<CensusUpdate>;
+
+    async fn get_census(&self, request: Request<GetCensusRequest>) -> Result<Response<Census>, Status> {
+        Ok(Response::new(self.snapshot(&request.into_inner())?))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn watch_census(
+        &self,
+        request: Request<GetCensusRequest>,
+    ) -> Result<Response<Self::WatchCensusStream>, Status> {
+        let req = request.into_inner();
+        let departments: HashSet<String> = req.department_codes.iter().cloned().collect();
+        // Subscribe before the snapshot: every change after it is in the channel.
+        let mut updates = self.realtime.census.subscribe();
+        let first = self.snapshot(&req)?;
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        let shutdown = self.shutdown.clone();
+        let realtime = self.realtime.clone();
+        tokio::spawn(async move {
+            let mut at = first.position;
+            if tx.send(Ok(snapshot_update(first))).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                    next = updates.recv() => next,
+                };
+                let update = match next {
+                    Ok(u) if u.position <= at => continue,
+                    Ok(u) => CensusUpdate::clone(&u),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: start again from a fresh snapshot.
+                        let snapshot = match realtime.state.read() {
+                            Ok(state) => state.census.snapshot(&req, now_ms()),
+                            Err(_) => return,
+                        };
+                        at = snapshot.position;
+                        if tx.send(Ok(snapshot_update(snapshot))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let wanted = departments.is_empty()
+                    || match &update.update {
+                        Some(census_update::Update::Ward(w)) => departments.contains(&w.department_code),
+                        _ => true,
+                    };
+                if wanted && tx.send(Ok(update)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn snapshot_update(census: Census) -> CensusUpdate {
+    CensusUpdate {
+        position: census.position,
+        update: Some(census_update::Update::Snapshot(census)),
+    }
+}
+
+/// The ward-of lookup the change feed filters with.
+pub fn ward_of(realtime: &Realtime) -> crate::realtime::changefeed::WardOf {
+    let rt = realtime.clone();
+    Arc::new(move |p| rt.location_of(p).map(|l| l.ward_code))
+}

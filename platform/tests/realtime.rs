@@ -1,0 +1,442 @@
+//! The real-time stage end to end over gRPC against a real ClickHouse: NEWS2 alerts to
+//! filtered subscribers (alert, escalation, no repeat), the live census and the ED list,
+//! and the same census, scores and no repeated alerts after a platform restart.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use hospital_proto::batch::batch_service_client::BatchServiceClient;
+use hospital_proto::batch::RunWarehouseLoadRequest;
+use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item};
+use hospital_proto::realtime::alert_service_client::AlertServiceClient;
+use hospital_proto::realtime::census_service_client::CensusServiceClient;
+use hospital_proto::realtime::{
+    census_update, Alert, AlertKind, Census, GetCensusRequest, GetScoresRequest, RiskBand, SubscribeAlertsRequest,
+};
+use prost_types::Timestamp;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct Events {
+    t0: i64,
+    n: usize,
+}
+
+impl Events {
+    fn ev(&mut self, minutes: i64, mrn: Option<&str>, payload: Payload) -> pb::ClinicalEvent {
+        self.n += 1;
+        pb::ClinicalEvent {
+            event_id: format!("rt-{}", self.n),
+            source_system: "ward-ehr".into(),
+            occurred_at: Some(Timestamp {
+                seconds: self.t0 + minutes * 60,
+                nanos: 0,
+            }),
+            patient: mrn.map(|m| pb::PatientRef {
+                mrn: m.into(),
+                assigning_authority: "HOSP".into(),
+            }),
+            payload: Some(payload),
+        }
+    }
+}
+
+fn ward(dept: &str, ward: &str, beds: u32) -> Payload {
+    Payload::ReferenceData(pb::ReferenceData {
+        item: Some(Item::Ward(pb::Ward {
+            department_code: dept.into(),
+            department_name: format!("{dept} department"),
+            ward_code: ward.into(),
+            ward_name: format!("Ward {ward}"),
+            bed_count: beds,
+        })),
+    })
+}
+
+fn loc(dept: &str, ward: &str, bed: &str) -> Option<pb::Location> {
+    Some(pb::Location {
+        department_code: dept.into(),
+        ward_code: ward.into(),
+        bed_code: bed.into(),
+    })
+}
+
+fn admit(enc: &str, dept: &str, w: &str, bed: &str) -> Payload {
+    Payload::Admission(pb::Admission {
+        encounter_id: enc.into(),
+        encounter_class: pb::EncounterClass::Inpatient as i32,
+        admission_type: pb::AdmissionType::Emergency as i32,
+        location: loc(dept, w, bed),
+        ..Default::default()
+    })
+}
+
+/// A full set: (respiration, SpO2, systolic BP, pulse, temperature) on air, alert.
+fn vitals(enc: &str, rr: f64, spo2: f64, sbp: f64, hr: f64, temp: f64) -> Payload {
+    let o = |c: &str, v: f64, u: &str| pb::Observation {
+        loinc_code: c.into(),
+        value: v,
+        unit: u.into(),
+    };
+    Payload::VitalSigns(pb::VitalSigns {
+        encounter_id: enc.into(),
+        observations: vec![
+            o("9279-1", rr, "/min"),
+            o("59408-5", spo2, "%"),
+            o("8480-6", sbp, "mm[Hg]"),
+            o("8867-4", hr, "/min"),
+            o("8310-5", temp, "Cel"),
+        ],
+        consciousness: pb::Consciousness::Alert as i32,
+        supplemental_oxygen: Some(false),
+        spo2_scale: pb::Spo2Scale::Spo2Scale1 as i32,
+    })
+}
+
+async fn ingest(addr: std::net::SocketAddr, events: Vec<pb::ClinicalEvent>) {
+    let n = events.len();
+    let ack = ingest_client(addr)
+        .await
+        .ingest_batch(request("rt", &events))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ack.committed_event_ids.len(), n, "{:?}", ack.rejections);
+}
+
+async fn next_alert(stream: &mut tonic::Streaming<Alert>) -> Alert {
+    tokio::time::timeout(Duration::from_secs(30), stream.message())
+        .await
+        .expect("an alert within 30 s")
+        .unwrap()
+        .expect("stream open")
+}
+
+async fn census(addr: std::net::SocketAddr) -> Census {
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    CensusServiceClient::new(channel)
+        .get_census(GetCensusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Rows in the alert audit table once it holds `expected` (the audit writer flushes in
+/// the background), or what it holds after 10 s.
+async fn audited(ch: &hospital_testkit::ClickHouseServer, expected: u64) -> u64 {
+    let sql = "SELECT count() FROM warehouse.news2_alerts FINAL";
+    for _ in 0..200 {
+        if count(ch, sql) >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A moment more, so that a repeated alert would show.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    count(ch, sql)
+}
+
+/// The census without what depends on the wall clock.
+fn comparable(mut c: Census) -> Census {
+    c.as_of = None;
+    for p in &mut c.ed_waiting {
+        p.waiting_minutes = 0;
+    }
+    c
+}
+
+/// Waits until the census has caught up with staging position `at`.
+async fn census_at(addr: std::net::SocketAddr, at: u64) -> Census {
+    for _ in 0..300 {
+        let c = census(addr).await;
+        if c.position >= at {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("census did not reach position {at}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
+    let ch = clickhouse();
+    let platform = start_platform(&ch).await;
+    let addr = platform.local_addr();
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    let mut w10 = AlertServiceClient::new(channel.clone())
+        .subscribe_alerts(SubscribeAlertsRequest {
+            ward_codes: vec!["W10".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut w20 = AlertServiceClient::new(channel.clone())
+        .subscribe_alerts(SubscribeAlertsRequest {
+            ward_codes: vec!["W20".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut watch = CensusServiceClient::new(channel.clone())
+        .watch_census(GetCensusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert!(
+        matches!(first.update, Some(census_update::Update::Snapshot(_))),
+        "a snapshot comes first"
+    );
+
+    let mut e = Events {
+        t0: now_secs() - 6 * 3600,
+        n: 0,
+    };
+    ingest(
+        addr,
+        vec![
+            e.ev(0, None, ward("MED", "W10", 4)),
+            e.ev(0, None, ward("SUR", "W20", 4)),
+            e.ev(1, Some("P1"), admit("E1", "MED", "W10", "W10-1")),
+            e.ev(2, Some("P2"), admit("E2", "MED", "W10", "W10-2")),
+            e.ev(3, Some("P3"), admit("E3", "SUR", "W20", "W20-1")),
+            e.ev(
+                10,
+                Some("P3"),
+                Payload::Transfer(pb::Transfer {
+                    encounter_id: "E3".into(),
+                    from: loc("SUR", "W20", "W20-1"),
+                    to: loc("MED", "W10", "W10-3"),
+                }),
+            ),
+            e.ev(
+                20,
+                Some("P2"),
+                Payload::Discharge(pb::Discharge {
+                    encounter_id: "E2".into(),
+                    disposition: pb::DischargeDisposition::Home as i32,
+                }),
+            ),
+            e.ev(
+                30,
+                Some("P4"),
+                Payload::EdArrival(pb::EdArrival {
+                    encounter_id: "E4".into(),
+                    arrival_mode: pb::ArrivalMode::Ambulance as i32,
+                    department_code: "EM".into(),
+                    ..Default::default()
+                }),
+            ),
+            e.ev(
+                31,
+                Some("P5"),
+                Payload::EdArrival(pb::EdArrival {
+                    encounter_id: "E5".into(),
+                    arrival_mode: pb::ArrivalMode::WalkIn as i32,
+                    department_code: "EM".into(),
+                    ..Default::default()
+                }),
+            ),
+            e.ev(
+                40,
+                Some("P5"),
+                Payload::EdTriage(pb::EdTriage {
+                    encounter_id: "E5".into(),
+                    acuity: 2,
+                }),
+            ),
+        ],
+    )
+    .await;
+
+    // NEWS2: P1 normal (0), then high (7+), then the same band again; P3 a single 3
+    // (respiration 26: low-medium), then medium.
+    ingest(
+        addr,
+        vec![
+            e.ev(60, Some("P1"), vitals("E1", 16.0, 98.0, 120.0, 70.0, 37.0)),
+            e.ev(120, Some("P1"), vitals("E1", 26.0, 91.0, 95.0, 120.0, 39.2)),
+            e.ev(130, Some("P1"), vitals("E1", 27.0, 90.0, 94.0, 121.0, 39.3)),
+            e.ev(140, Some("P3"), vitals("E3", 26.0, 98.0, 120.0, 70.0, 37.0)),
+            e.ev(150, Some("P3"), vitals("E3", 26.0, 95.0, 120.0, 95.0, 37.0)),
+        ],
+    )
+    .await;
+
+    let a = next_alert(&mut w10).await;
+    assert_eq!(
+        (
+            a.patient.as_ref().unwrap().mrn.as_str(),
+            a.kind,
+            a.band,
+            a.previous_band
+        ),
+        (
+            "P1",
+            AlertKind::Alert as i32,
+            RiskBand::High as i32,
+            RiskBand::Low as i32
+        )
+    );
+    assert_eq!(
+        (a.ward_code.as_str(), a.bed_code.as_str(), a.encounter_id.as_str()),
+        ("W10", "W10-1", "E1")
+    );
+    assert!(a.score >= 7, "{a:?}");
+    // The unchanged high band raised nothing: the next alert is P3's.
+    let b = next_alert(&mut w10).await;
+    assert_eq!(
+        (b.patient.as_ref().unwrap().mrn.as_str(), b.kind, b.band),
+        ("P3", AlertKind::Alert as i32, RiskBand::LowMedium as i32)
+    );
+    assert_eq!(b.subscores.get("respiration_rate"), Some(&3));
+    assert_eq!(b.ward_code, "W10", "P3 was transferred to W10");
+    let c = next_alert(&mut w10).await;
+    assert_eq!(
+        (
+            c.patient.as_ref().unwrap().mrn.as_str(),
+            c.kind,
+            c.band,
+            c.previous_band
+        ),
+        (
+            "P3",
+            AlertKind::Escalation as i32,
+            RiskBand::Medium as i32,
+            RiskBand::LowMedium as i32
+        )
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), w20.message())
+            .await
+            .is_err(),
+        "nothing for W20"
+    );
+
+    // The census.
+    let last_position = c.position;
+    let now = comparable(census_at(addr, last_position).await);
+    let w10_census = now.wards.iter().find(|w| w.ward_code == "W10").unwrap();
+    assert_eq!((w10_census.beds, w10_census.occupied, w10_census.available), (4, 2, 2));
+    let w20_census = now.wards.iter().find(|w| w.ward_code == "W20").unwrap();
+    assert_eq!((w20_census.beds, w20_census.occupied, w20_census.available), (4, 0, 4));
+    assert_eq!(now.inpatients, 2);
+    let ed: Vec<_> = now
+        .ed_waiting
+        .iter()
+        .map(|p| (p.encounter_id.as_str(), p.acuity))
+        .collect();
+    assert_eq!(ed, vec![("E5", 2), ("E4", 0)], "triaged first, by acuity");
+
+    // The census stream carried the changes after its snapshot.
+    let mut saw_w10 = false;
+    while let Ok(Some(u)) = tokio::time::timeout(Duration::from_millis(300), watch.message())
+        .await
+        .map(|m| m.unwrap())
+    {
+        if let Some(census_update::Update::Ward(w)) = u.update {
+            saw_w10 |= w.ward_code == "W10" && w.occupied == 2;
+        }
+    }
+    assert!(saw_w10, "the ward update reached the watcher");
+
+    let scores = AlertServiceClient::new(channel.clone())
+        .get_scores(GetScoresRequest {
+            ward_codes: vec!["W10".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    let bands: Vec<_> = scores
+        .iter()
+        .map(|s| (s.patient.as_ref().unwrap().mrn.clone(), s.band))
+        .collect();
+    assert_eq!(
+        bands,
+        vec![
+            ("P1".to_string(), RiskBand::High as i32),
+            ("P3".to_string(), RiskBand::Medium as i32)
+        ]
+    );
+    assert_eq!(
+        count(&ch, "SELECT count() FROM warehouse.news2_alerts FINAL"),
+        3,
+        "alerts are audited"
+    );
+
+    // Restart twice: once with everything still only in staging, once after a
+    // warehouse load. The census, the scores and the alerts are the same each time.
+    platform.shutdown().await.unwrap();
+    for load_first in [false, true] {
+        let platform = start_platform(&ch).await;
+        let addr = platform.local_addr();
+        if load_first {
+            let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
+            let mut progress = batch
+                .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
+                .await
+                .unwrap()
+                .into_inner();
+            while progress.message().await.unwrap().is_some() {}
+            platform.shutdown().await.unwrap();
+            continue;
+        }
+        let again = comparable(census_at(addr, last_position).await);
+        assert_eq!(again.wards, now.wards);
+        assert_eq!(again.departments, now.departments);
+        assert_eq!(again.ed_waiting, now.ed_waiting);
+        platform.shutdown().await.unwrap();
+    }
+    let platform = start_platform(&ch).await;
+    let addr = platform.local_addr();
+    let again = comparable(census_at(addr, last_position).await);
+    assert_eq!(again.wards, now.wards, "rebuilt from the warehouse and staging");
+    assert_eq!(again.ed_waiting, now.ed_waiting);
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    let mut w10 = AlertServiceClient::new(channel.clone())
+        .subscribe_alerts(SubscribeAlertsRequest {
+            ward_codes: vec!["W10".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // P1 stays high: no alert; P1 recovers, then deteriorates again: an alert.
+    ingest(
+        addr,
+        vec![
+            e.ev(200, Some("P1"), vitals("E1", 27.0, 90.0, 94.0, 121.0, 39.3)),
+            e.ev(260, Some("P1"), vitals("E1", 16.0, 98.0, 120.0, 70.0, 37.0)),
+            e.ev(300, Some("P1"), vitals("E1", 26.0, 91.0, 95.0, 120.0, 39.2)),
+        ],
+    )
+    .await;
+    let d = next_alert(&mut w10).await;
+    assert_eq!(
+        (
+            d.patient.as_ref().unwrap().mrn.as_str(),
+            d.kind,
+            d.previous_band,
+            d.source_event_id.as_str()
+        ),
+        (
+            "P1",
+            AlertKind::Alert as i32,
+            RiskBand::Low as i32,
+            format!("rt-{}", e.n).as_str()
+        ),
+        "the first alert after the restart is the new deterioration"
+    );
+    assert_eq!(audited(&ch, 4).await, 4, "one new alert audited, none repeated");
+    platform.shutdown().await.unwrap();
+}
