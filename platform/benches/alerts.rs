@@ -106,41 +106,52 @@ fn main() {
     // would send bursts): requests of rate/100 events every 10 ms.
     let load_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Background load, open loop: a dedicated thread paces requests of rate/100 events
+    // every 10 ms with std sleeps (tokio's 1 ms timer would send bursts) and hands each to
+    // a runtime of its own, so a slow ack never delays the next request.
+    let load_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let load = {
         let endpoint = endpoint.clone();
         let stop = load_stop.clone();
         let sent = load_sent.clone();
+        let handle = load_rt.handle().clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let events = generate(&GeneratorOptions {
-                    patients: 2_000,
-                    start_secs: now_secs() - 30 * 86_400,
-                    ..Default::default()
-                });
-                let mut client = IngestServiceClient::new(hospital_client::connect(&endpoint).await.unwrap());
-                let per_tick = (rate / 100).max(1);
-                let start = Instant::now();
-                for (tick, chunk) in events.chunks(per_tick).enumerate() {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let due = start + Duration::from_millis(10 * tick as u64);
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    let req = IngestRequest {
-                        request_id: tick.to_string(),
-                        events: chunk.to_vec(),
-                    };
-                    if client.ingest_batch(req).await.is_ok() {
-                        sent.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
+            let events = generate(&GeneratorOptions {
+                patients: 2_000,
+                start_secs: now_secs() - 30 * 86_400,
+                ..Default::default()
             });
+            let client =
+                handle.block_on(async { IngestServiceClient::new(hospital_client::connect(&endpoint).await.unwrap()) });
+            let per_tick = (rate / 100).max(1);
+            let start = Instant::now();
+            for (tick, chunk) in events.chunks(per_tick).enumerate() {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let due = start + Duration::from_millis(10 * tick as u64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                let req = IngestRequest {
+                    request_id: tick.to_string(),
+                    events: chunk.to_vec(),
+                };
+                let mut client = client.clone();
+                let sent = sent.clone();
+                handle.spawn(async move {
+                    if let Ok(ack) = client.ingest_batch(req).await {
+                        sent.fetch_add(
+                            ack.into_inner().committed_event_ids.len(),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                });
+            }
         })
     };
 
@@ -220,6 +231,7 @@ fn main() {
     });
     load_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = load.join();
+    load_rt.shutdown_timeout(Duration::from_secs(5));
     let load_rate = load_sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
     let _ = std::process::Command::new("kill")
         .arg(platform.id().to_string())

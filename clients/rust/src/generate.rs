@@ -70,6 +70,7 @@ pub fn generate(opts: &GeneratorOptions) -> Vec<pb::ClinicalEvent> {
         source: opts.source_system.clone(),
         events: Vec::new(),
         seq: 0,
+        seed: opts.seed,
     };
     let t0 = opts.start_secs;
     for (dept, dept_name, ward, ward_name, beds) in WARDS {
@@ -129,13 +130,14 @@ struct Gen {
     source: String,
     events: Vec<pb::ClinicalEvent>,
     seq: u64,
+    seed: u64,
 }
 
 impl Gen {
     fn push(&mut self, at_secs: i64, mrn: Option<&str>, payload: Payload) {
         self.seq += 1;
         self.events.push(pb::ClinicalEvent {
-            event_id: format!("{}-{:08}", self.source, self.seq),
+            event_id: format!("{}-{}-{:08}", self.source, self.seed, self.seq),
             source_system: self.source.clone(),
             occurred_at: Some(Timestamp {
                 seconds: at_secs,
@@ -175,7 +177,9 @@ impl Gen {
         let (dept, _, ward, _, beds) = WARDS[rng.random_range(0..4)];
         let bed = format!("{ward}-{:02}", rng.random_range(1..=beds));
         let payer = PAYERS[rng.random_range(0..PAYERS.len())].0;
-        let encounter = format!("ENC{:06}", index + 1);
+        // Encounter ids are unique per generated period (seed); MRNs repeat across
+        // periods, as returning patients do.
+        let encounter = format!("ENC{}-{:06}", self.seed, index + 1);
         let los_hours = rng.random_range(6..240);
         let ed_wait_min = rng.random_range(2..90);
         let ed_stay_min = rng.random_range(60..360);
