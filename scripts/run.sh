@@ -49,8 +49,8 @@ for _ in $(seq 1 300); do
 done
 
 export HOSPITAL_ENDPOINT="http://127.0.0.1:$grpc_port"
-echo "== streaming a generated hospital period ($patients patients, seed $seed)"
-"$bin/hospital" generate --patients "$patients" --seed "$seed"
+echo "== streaming a generated hospital period up to now ($patients patients over the last 10 days, seed $seed)"
+"$bin/hospital" generate --patients "$patients" --seed "$seed" --days-ago 10
 echo "== warehouse load"
 "$bin/hospital" batch run
 "$bin/hospital" batch status
@@ -61,8 +61,16 @@ q "SELECT kind, count() AS events, uniqExact(event_id) AS distinct_events FROM s
 q "SELECT count() AS encounters, round(avg(length_of_stay_hours), 1) AS avg_los_hours, round(avg(ed_wait_minutes), 1) AS avg_ed_wait_min FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
 q "SELECT loinc_code, unit, count() AS observations, round(avg(value), 1) AS mean FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0 GROUP BY loinc_code, unit ORDER BY loinc_code"
 
+echo "== live census and NEWS2 scores (the real-time stage)"
+"$bin/hospital" census
+echo "highest NEWS2 now:"
+"$bin/hospital" scores --top 10
+
 echo
 echo "platform: $HOSPITAL_ENDPOINT (try: grpcurl -plaintext 127.0.0.1:$grpc_port list)"
+echo "follow alerts and the census while a live period streams (README, 'Try it'):"
+echo "  $bin/hospital alerts    |    $bin/hospital census --watch"
+echo "  $bin/hospital generate --patients 200 --seed 7 --days-ago 25 --rate 300"
 echo "clickhouse: http://127.0.0.1:$ch_http   logs: $state/*.log"
 if [ "${HOSPITAL_DEMO_EXIT:-0}" = "1" ]; then
   exit 0

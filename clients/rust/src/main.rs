@@ -70,10 +70,13 @@ enum Command {
         #[arg(long = "department")]
         departments: Vec<String>,
     },
-    /// Current NEWS2 score of each patient.
+    /// Current NEWS2 score of each patient in the hospital, highest first.
     Scores {
         #[arg(long = "ward")]
         wards: Vec<String>,
+        /// Show only the N highest.
+        #[arg(long)]
+        top: Option<usize>,
     },
     /// The live census; --watch follows its changes.
     Census {
@@ -129,13 +132,22 @@ async fn main() -> anyhow::Result<()> {
                 source_system,
                 ..Default::default()
             };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs() as i64;
             if let Some(days) = days_ago {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_secs() as i64;
                 gen.start_secs = now - days * 86_400;
             }
-            let events = generate(&gen);
+            let mut events = generate(&gen);
+            // A period that reaches past now: what has not happened yet is not sent.
+            let before = events.len();
+            events.retain(|e| e.occurred_at.as_ref().is_none_or(|t| t.seconds <= now));
+            if events.len() < before {
+                println!(
+                    "{} generated events lie in the future and are not sent; patients still admitted stay in the census",
+                    before - events.len()
+                );
+            }
             let total = events.len() as u64;
             let bar = ProgressBar::new(total).with_style(
                 ProgressStyle::with_template(
@@ -200,13 +212,16 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Scores { wards } => {
+        Command::Scores { wards, top } => {
             let channel = connect(&cli.endpoint).await?;
             let scores = AlertServiceClient::new(channel)
                 .get_scores(GetScoresRequest { ward_codes: wards })
                 .await?
                 .into_inner()
                 .scores;
+            let mut scores = scores;
+            scores.sort_by_key(|s| std::cmp::Reverse(s.score));
+            scores.truncate(top.unwrap_or(usize::MAX));
             for s in scores {
                 println!(
                     "{:<10} ward {:<5} bed {:<8} NEWS2 {:>2} {:?}{}",

@@ -586,9 +586,9 @@ impl AlertState {
         }
     }
 
-    /// The last score of each patient on `ward_codes` (every scored patient if empty),
-    /// located by `locate`; ordered by ward, bed and patient. Patients not scored (under
-    /// 16, or no vital signs yet) are left out.
+    /// The last score of each patient in the hospital now (located by `locate`) on
+    /// `ward_codes` (every ward if empty); ordered by ward, bed and patient. Patients not
+    /// scored (under 16, or no vital signs yet) or no longer in the hospital are left out.
     pub fn scores(
         &self,
         ward_codes: &[String],
@@ -603,11 +603,11 @@ impl AlertState {
                     mrn: mrn.clone(),
                     assigning_authority: authority.clone(),
                 };
-                let location = locate(&patient);
-                if !ward_codes.is_empty() && !location.as_ref().is_some_and(|l| ward_codes.contains(&l.ward_code)) {
+                let location = locate(&patient)?;
+                if !ward_codes.is_empty() && !ward_codes.contains(&location.ward_code) {
                     return None;
                 }
-                let (ward_code, bed_code) = location.map(|l| (l.ward_code, l.bed_code)).unwrap_or_default();
+                let (ward_code, bed_code) = (location.ward_code, location.bed_code);
                 Some(PatientScore {
                     patient: Some(patient),
                     ward_code,
@@ -1157,7 +1157,7 @@ mod tests {
         assert_eq!(a.score, 5);
         // A minute later the RR has expired: pulse 2 + temp 1 = 3, low.
         state.apply(4, &temp.event("P1", "d", T0_MS + 24 * HOUR_MS + 60_000), None);
-        let s = state.scores(&[], |_| None);
+        let s = state.scores(&[], |_| Some(AlertLocation::default()));
         assert_eq!((s[0].score, s[0].band), (3, rt::RiskBand::Low as i32));
         assert!(s[0].missing_parameters.contains(&"respiration_rate".to_string()));
     }
@@ -1172,7 +1172,7 @@ mod tests {
         state.apply(1, &p(70.0).event("P1", "a", T0_MS + HOUR_MS), None);
         // Staged later, taken earlier.
         state.apply(2, &p(135.0).event("P1", "b", T0_MS), None);
-        let s = state.scores(&[], |_| None);
+        let s = state.scores(&[], |_| Some(AlertLocation::default()));
         assert_eq!(s[0].subscores["pulse"], 0);
     }
 
@@ -1228,7 +1228,7 @@ mod tests {
             state.applicability(&patient("CHILD")),
             Err(NotApplicable::UnderSixteen { age_years: 13 })
         );
-        assert!(state.scores(&[], |_| None).is_empty());
+        assert!(state.scores(&[], |_| Some(AlertLocation::default())).is_empty());
 
         // Turns 16 the day after T0: scored from then on.
         state.apply(3, &demographics("TEEN", 2007, 11, 15, T0_MS - HOUR_MS), None);
@@ -1291,7 +1291,7 @@ mod tests {
                 bed_code: "B1".into(),
             })
         };
-        assert_eq!(state.scores(&[], locate).len(), 2);
+        assert_eq!(state.scores(&[], locate).len(), 1, "P2 is not in the hospital");
         let w1 = state.scores(&["W1".into()], locate);
         assert_eq!(w1.len(), 1);
         assert_eq!((w1[0].score, w1[0].bed_code.as_str()), (5, "B1"));

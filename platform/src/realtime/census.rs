@@ -43,7 +43,7 @@ const MIN_PRUNE_AT: usize = 1_024;
 
 /// Where a patient is now: the patient's open encounter and its location. For a patient
 /// waiting in the ED (not yet placed), the department is the ED's and ward/bed are empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PatientLocation {
     pub encounter_id: String,
     pub department_code: String,
