@@ -440,3 +440,61 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
     assert_eq!(audited(&ch, 4).await, 4, "one new alert audited, none repeated");
     platform.shutdown().await.unwrap();
 }
+
+/// Simulator deterioration episodes: every generated patient whose chart turns sick gets
+/// exactly one alert (low to high, at the first sick set), nobody else gets one, and no
+/// alert repeats while the band stays high. Runs the census and alert state directly.
+#[test]
+fn simulator_deterioration_episodes_raise_one_alert_each() {
+    use hospital_client::generate::{generate, GeneratorOptions};
+    use hospital_platform::realtime::alerts::AlertState;
+    use hospital_platform::realtime::census::CensusState;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    let events = generate(&GeneratorOptions {
+        patients: 300,
+        seed: 11,
+        ..Default::default()
+    });
+    // A generated set is sick when its respiration rate is 22 or more (the generator's
+    // deterioration draws 22-29; normal sets draw 12-19).
+    let mut first_sick: BTreeMap<String, String> = BTreeMap::new();
+    for e in &events {
+        if let Some(Payload::VitalSigns(v)) = &e.payload {
+            let rr = v.observations.iter().find(|o| o.loinc_code == "9279-1").unwrap().value;
+            if rr >= 22.0 {
+                first_sick
+                    .entry(e.patient.as_ref().unwrap().mrn.clone())
+                    .or_insert_with(|| e.event_id.clone());
+            }
+        }
+    }
+    assert!(
+        first_sick.len() > 20,
+        "the simulator produced deterioration episodes: {}",
+        first_sick.len()
+    );
+
+    let mut census = CensusState::new();
+    let mut alerts = AlertState::new();
+    let mut raised: Vec<Alert> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        census.apply(i as u64 + 1, e);
+        let location = e.patient.as_ref().and_then(|p| census.location_of(p));
+        raised.extend(alerts.apply(i as u64 + 1, e, location.as_ref()));
+    }
+    let alerted: BTreeSet<String> = raised.iter().map(|a| a.patient.as_ref().unwrap().mrn.clone()).collect();
+    assert_eq!(raised.len(), alerted.len(), "one alert per patient, never repeated");
+    assert_eq!(alerted, first_sick.keys().cloned().collect::<BTreeSet<_>>());
+    for a in &raised {
+        let mrn = &a.patient.as_ref().unwrap().mrn;
+        assert_eq!(a.source_event_id, first_sick[mrn], "raised by the first sick set");
+        assert_eq!(
+            (a.kind, a.band),
+            (AlertKind::Alert as i32, RiskBand::High as i32),
+            "{a:?}"
+        );
+        assert!(a.score >= 7);
+        assert!(!a.ward_code.is_empty(), "alerts are routed to the patient's ward");
+    }
+}
