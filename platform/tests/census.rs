@@ -3,20 +3,18 @@
 //! with `CensusState::load` plus the staged events after its watermark equals one that
 //! applied every staged event from the start.
 
+mod common;
+
+use common::StagingHarness;
+
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use hospital_platform::batch::WarehouseLoader;
-use hospital_platform::config::ClickHouseConfig;
 use hospital_platform::db;
-use hospital_platform::realtime::bus::Bus;
 use hospital_platform::realtime::census::{CensusState, PatientLocation};
-use hospital_platform::schema;
-use hospital_platform::staging::{StagedEvent, StagingWriter, WriterOptions};
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{self as pb, reference_data::Item, BedState, ClinicalEvent, EncounterClass};
 use hospital_proto::realtime::{Census, GetCensusRequest};
-use hospital_testkit::ClickHouseServer;
 use prost::Message;
 use serde::Deserialize;
 
@@ -149,26 +147,6 @@ fn bed(id: &str, at: i64, l: Option<pb::Location>, state: BedState) -> ClinicalE
     )
 }
 
-fn staged(e: &ClinicalEvent) -> StagedEvent {
-    let (mrn, authority) = e
-        .patient
-        .as_ref()
-        .map(|p| (p.mrn.clone(), p.assigning_authority.clone()))
-        .unwrap_or_default();
-    StagedEvent {
-        position: 0,
-        event_id: e.event_id.clone(),
-        source_system: e.source_system.clone(),
-        kind: hospital_platform::ingest::kind_of(e.payload.as_ref().unwrap()).into(),
-        patient_mrn: mrn,
-        patient_authority: authority,
-        occurred_at_ms: e.occurred_at.as_ref().unwrap().seconds * 1000,
-        received_at_ms: T0 * 1000,
-        payload: e.encode_to_vec(),
-        raw: e.encode_to_vec(),
-    }
-}
-
 /// Round 1, loaded into the warehouse: wards, inpatients, ED patients, bed states, with
 /// out-of-order events and resends.
 fn round1() -> Vec<ClinicalEvent> {
@@ -273,45 +251,7 @@ struct StagedPayload {
     payload: Vec<u8>,
 }
 
-struct Harness {
-    _ch: ClickHouseServer,
-    cfg: ClickHouseConfig,
-    writer: StagingWriter,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let ch = ClickHouseServer::start().expect("start ClickHouse (is clickhouse-server installed?)");
-        let cfg = ClickHouseConfig {
-            url: ch.url(),
-            timeout_ms: 10_000,
-            ..ClickHouseConfig::default()
-        };
-        schema::migrate(&db::client(&cfg)).await.expect("migrations apply");
-        let writer = StagingWriter::start(
-            db::client_for(&cfg, "staging"),
-            WriterOptions {
-                flush_rows: 10_000,
-                flush_interval: Duration::from_millis(10),
-                queue_capacity: 16,
-                insert_timeout: Duration::from_secs(10),
-            },
-            Bus::new(16),
-        )
-        .await
-        .expect("staging writer starts");
-        Self { _ch: ch, cfg, writer }
-    }
-
-    async fn stage(&self, events: &[ClinicalEvent]) -> u64 {
-        self.writer
-            .handle()
-            .commit(events.iter().map(staged).collect())
-            .await
-            .expect("commit")
-            .last_position
-    }
-
+impl StagingHarness {
     async fn load_warehouse(&self) -> u64 {
         let loader = WarehouseLoader::new(&self.cfg, self.writer.handle().subscribe_committed(), 10);
         loader.run(false, None).await.expect("warehouse load").to_position
@@ -385,7 +325,7 @@ fn assert_same(restarted: &CensusState, fresh: &CensusState, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_shows_the_same_census() {
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let loaded_to = h.stage(&round1()).await;
     assert_eq!(h.load_warehouse().await, loaded_to);
     let last = h.stage(&round2()).await;
@@ -503,7 +443,7 @@ async fn a_restart_shows_the_same_census() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_warehouse_loads_an_empty_census() {
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let (state, watermark) = h.restarted().await;
     assert_eq!((watermark, state.position()), (0, 0));
     assert_eq!(census(&state, &[]), census(&CensusState::new(), &[]));

@@ -2,18 +2,17 @@
 //! with duplicates, out-of-order and late events, a corrupt payload, replays, a full
 //! reload, a simulated crash (watermark and registry lost), and an incremental load.
 
+mod common;
+
+use common::{staged, StagingHarness};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use hospital_platform::batch::{RunSummary, WarehouseLoader};
-use hospital_platform::config::ClickHouseConfig;
 use hospital_platform::db;
-use hospital_platform::schema;
-use hospital_platform::staging::{StagedEvent, StagingWriter, WriterHandle, WriterOptions};
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{self as pb, reference_data::Item, ClinicalEvent};
-use hospital_testkit::ClickHouseServer;
-use prost::Message;
 use tokio::sync::mpsc;
 
 /// 2024-03-01T08:00:00Z.
@@ -316,77 +315,10 @@ fn obs(loinc: &str, value: f64, unit: &str) -> pb::Observation {
     }
 }
 
-fn staged(e: &ClinicalEvent) -> StagedEvent {
-    let kind = hospital_platform::ingest::kind_of(e.payload.as_ref().unwrap());
-    let (mrn, authority) = e
-        .patient
-        .as_ref()
-        .map(|p| (p.mrn.clone(), p.assigning_authority.clone()))
-        .unwrap_or_default();
-    StagedEvent {
-        position: 0,
-        event_id: e.event_id.clone(),
-        source_system: e.source_system.clone(),
-        kind: kind.into(),
-        patient_mrn: mrn,
-        patient_authority: authority,
-        occurred_at_ms: e.occurred_at.as_ref().unwrap().seconds * 1000,
-        received_at_ms: T0 * 1000,
-        payload: e.encode_to_vec(),
-        raw: e.encode_to_vec(),
-    }
-}
-
 // ---------------------------------------------------------------------------------
 // Harness
 
-struct Harness {
-    ch: ClickHouseServer,
-    cfg: ClickHouseConfig,
-    writer: StagingWriter,
-}
-
-impl Harness {
-    async fn start() -> Self {
-        let ch = ClickHouseServer::start().expect("start ClickHouse (is clickhouse-server installed?)");
-        let cfg = ClickHouseConfig {
-            url: ch.url(),
-            timeout_ms: 10_000,
-            ..ClickHouseConfig::default()
-        };
-        schema::migrate(&db::client(&cfg)).await.expect("migrations apply");
-        let writer = StagingWriter::start(
-            db::client_for(&cfg, "staging"),
-            WriterOptions {
-                flush_rows: 10_000,
-                flush_interval: Duration::from_millis(10),
-                queue_capacity: 16,
-                insert_timeout: Duration::from_secs(10),
-            },
-            hospital_platform::realtime::bus::Bus::new(1),
-        )
-        .await
-        .expect("staging writer starts");
-        Self { ch, cfg, writer }
-    }
-
-    fn handle(&self) -> WriterHandle {
-        self.writer.handle()
-    }
-
-    async fn stage(&self, events: &[ClinicalEvent]) -> u64 {
-        let info = self
-            .handle()
-            .commit(events.iter().map(staged).collect())
-            .await
-            .expect("commit");
-        info.last_position
-    }
-
-    async fn stage_rows(&self, rows: Vec<StagedEvent>) -> u64 {
-        self.handle().commit(rows).await.expect("commit").last_position
-    }
-
+impl StagingHarness {
     fn count(&self, sql: &str) -> u64 {
         let out = self.ch.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
         out.trim()
@@ -452,7 +384,7 @@ async fn staging_to_warehouse_is_incremental_and_idempotent() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let mut exp = Expect::default();
 
     // --- round 1 ------------------------------------------------------------------
@@ -835,7 +767,7 @@ fn ward(code: &str, name: &str, beds: u32) -> pb::Ward {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_lookups_of_long_keys_fit_in_queries() {
     use hospital_platform::warehouse::bookkeeping::{register, registered_positions, RegistryEntry};
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let client = db::client_for(&h.cfg, "warehouse");
     // 2,500 keys of 2 x 128 characters: far beyond the default 256 KiB max_query_size if
     // sent in one query.
@@ -860,7 +792,7 @@ async fn the_schedule_loads_until_shutdown() {
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let loader = Arc::new(WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 1_000));
     let shutdown = CancellationToken::new();
     let schedule =
@@ -890,7 +822,7 @@ async fn the_schedule_loads_until_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_fails_is_finished_by_the_next_run() {
-    let mut h = Harness::start().await;
+    let mut h = StagingHarness::start().await;
     let loader = WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 10);
     let mut exp = Expect::default();
     let committed = h.stage(&encounter_events(3, T0, &mut exp)).await;
@@ -923,7 +855,7 @@ async fn a_load_that_fails_is_finished_by_the_next_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, not a check"]
 async fn load_throughput() {
-    let h = Harness::start().await;
+    let h = StagingHarness::start().await;
     let mut exp = Expect::default();
     let mut events = Vec::new();
     for i in 0..4_000 {

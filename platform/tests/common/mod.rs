@@ -8,12 +8,16 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hospital_platform::config::Config;
+use hospital_platform::config::{ClickHouseConfig, Config};
+use hospital_platform::realtime::bus::Bus;
 use hospital_platform::server::{self, Platform};
+use hospital_platform::staging::{StagedEvent, StagingWriter, WriterHandle, WriterOptions};
+use hospital_platform::{db, schema};
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::ingest_service_client::IngestServiceClient;
 use hospital_proto::ingest::{IngestRequest, IngestResponse};
 use hospital_testkit::ClickHouseServer;
+use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -113,5 +117,73 @@ impl PlatformProcess {
 impl Drop for PlatformProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A real ClickHouse with the platform's schema and a running staging writer, for tests
+/// of the stages behind staging (no gRPC).
+pub struct StagingHarness {
+    pub ch: ClickHouseServer,
+    pub cfg: ClickHouseConfig,
+    pub writer: StagingWriter,
+}
+
+impl StagingHarness {
+    pub async fn start() -> Self {
+        let ch = clickhouse();
+        let cfg = ClickHouseConfig {
+            url: ch.url(),
+            timeout_ms: 10_000,
+            ..ClickHouseConfig::default()
+        };
+        schema::migrate(&db::client(&cfg)).await.expect("migrations apply");
+        let writer = StagingWriter::start(
+            db::client_for(&cfg, "staging"),
+            WriterOptions {
+                flush_rows: 10_000,
+                flush_interval: Duration::from_millis(10),
+                queue_capacity: 16,
+                insert_timeout: Duration::from_secs(10),
+            },
+            Bus::new(16),
+        )
+        .await
+        .expect("staging writer starts");
+        Self { ch, cfg, writer }
+    }
+
+    pub fn handle(&self) -> WriterHandle {
+        self.writer.handle()
+    }
+
+    /// Stages `events` as they are (no validation); returns the last position.
+    pub async fn stage(&self, events: &[ClinicalEvent]) -> u64 {
+        self.stage_rows(events.iter().map(staged).collect()).await
+    }
+
+    pub async fn stage_rows(&self, rows: Vec<StagedEvent>) -> u64 {
+        self.handle().commit(rows).await.expect("commit").last_position
+    }
+}
+
+/// The staging row of `e`, without validation (tests stage invalid rows too).
+pub fn staged(e: &ClinicalEvent) -> StagedEvent {
+    let (mrn, authority) = e
+        .patient
+        .as_ref()
+        .map(|p| (p.mrn.clone(), p.assigning_authority.clone()))
+        .unwrap_or_default();
+    let occurred_at_ms = e.occurred_at.as_ref().unwrap().seconds * 1000;
+    StagedEvent {
+        position: 0,
+        event_id: e.event_id.clone(),
+        source_system: e.source_system.clone(),
+        kind: hospital_platform::ingest::kind_of(e.payload.as_ref().unwrap()).into(),
+        patient_mrn: mrn,
+        patient_authority: authority,
+        occurred_at_ms,
+        received_at_ms: occurred_at_ms,
+        payload: e.encode_to_vec(),
+        raw: e.encode_to_vec(),
     }
 }
