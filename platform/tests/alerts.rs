@@ -14,6 +14,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use hospital_platform::realtime::alerts::{alert_id, AlertAudit, AlertState};
+use hospital_platform::realtime::census::PatientLocation;
 use hospital_platform::realtime::news2::loinc;
 use hospital_proto::events::{self as pb, clinical_event::Payload};
 use hospital_proto::realtime::{Alert, AlertKind, RiskBand};
@@ -454,7 +455,7 @@ fn mimic_demo_sets_checked_by_hand() {
         // Every row charted in the set itself, so it is scored on its own.
         let mut state = AlertState::new();
         state.apply(1, &event_of(set), None);
-        let scores = state.scores(&[], |_| None);
+        let scores = state.scores(&[], |_| Some(PatientLocation::default()));
         let s = &scores[0];
         assert_eq!(
             (s.score, RiskBand::try_from(s.band).unwrap()),
@@ -604,7 +605,7 @@ async fn audit_is_idempotent_and_load_suppresses_replayed_alerts() {
         assert!(loaded.apply(i as u64 + 1, e, None).is_none(), "event {i} raised again");
     }
     let p3_score = loaded
-        .scores(&[], |_| None)
+        .scores(&[], |_| Some(PatientLocation::default()))
         .into_iter()
         .find(|s| s.patient.as_ref().unwrap().mrn == "P3")
         .expect("P3 rebuilt from fact_vital_sign");
