@@ -18,6 +18,7 @@ pub struct Config {
     pub staging: StagingConfig,
     pub batch: BatchConfig,
     pub realtime: RealtimeConfig,
+    pub mllp: MllpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +138,25 @@ impl Default for RealtimeConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MllpConfig {
+    /// Address of the HL7 v2 MLLP listener; unset (the default) turns it off.
+    pub listen: Option<SocketAddr>,
+    /// Largest HL7 message accepted in one frame; a bigger one is answered AR and its
+    /// connection closed.
+    pub max_message_bytes: usize,
+}
+
+impl Default for MllpConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            max_message_bytes: 1024 * 1024,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration could not be read: {0}")]
@@ -177,6 +197,9 @@ impl Config {
         if self.batch.chunk_events == 0 {
             return bad("batch.chunk_events must be at least 1");
         }
+        if self.mllp.max_message_bytes < 64 {
+            return bad("mllp.max_message_bytes must be at least 64");
+        }
         if !self.clickhouse.url.starts_with("http://") && !self.clickhouse.url.starts_with("https://") {
             return bad("clickhouse.url must start with http:// or https://");
         }
@@ -208,6 +231,7 @@ mod tests {
             assert_eq!(c.staging.flush_rows, 2000, "environment wins over the file");
             assert_eq!(c.clickhouse.url, "http://clickhouse:8123");
             assert_eq!(c.batch.interval_secs, 60, "untouched keys keep their defaults");
+            assert_eq!(c.mllp.listen, None, "the MLLP listener is off unless configured");
             c.validate().map_err(|e| e.to_string())?;
             Ok(())
         });
@@ -228,6 +252,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::default();
         c.clickhouse.url = "clickhouse:8123".into();
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.mllp.max_message_bytes = 10;
         assert!(c.validate().is_err());
     }
 }

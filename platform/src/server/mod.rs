@@ -1,9 +1,11 @@
 //! The platform process: applies migrations, starts the staging writer, the warehouse
 //! load schedule and the gRPC server (ingest, batch, grpc.health.v1, reflection v1 and
-//! v1alpha) on one port, and shuts them down in order so that nothing held is lost.
+//! v1alpha) on one port, plus the HL7 v2 MLLP listener when `mllp.listen` is set, and
+//! shuts them down in order so that nothing held is lost.
 
 mod batch_api;
 mod ingest_api;
+pub mod mllp;
 mod realtime_api;
 
 use std::net::SocketAddr;
@@ -36,6 +38,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// A running platform. Dropping it does not stop it; call [`Platform::shutdown`].
 pub struct Platform {
     addr: SocketAddr,
+    mllp_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<()>>,
 }
@@ -44,6 +47,11 @@ impl Platform {
     /// Address the gRPC server listens on (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Address the HL7 v2 MLLP listener is bound to, when `mllp.listen` is set.
+    pub fn mllp_addr(&self) -> Option<SocketAddr> {
+        self.mllp_addr
     }
 
     /// Graceful shutdown: stop accepting, let open ingest streams answer what they have
@@ -134,6 +142,23 @@ pub async fn start(config: Config) -> Result<Platform> {
         max_in_flight: config.ingest.max_in_flight_per_stream,
         shutdown: shutdown.clone(),
     };
+    let mllp = match config.mllp.listen {
+        Some(listen) => {
+            let ctx = mllp::MllpContext {
+                writer: writer.handle(),
+                ingest: ingest.options,
+                max_message_bytes: config.mllp.max_message_bytes,
+                map: Default::default(),
+            };
+            let (addr, task) = mllp::start(listen, ctx, shutdown.clone())
+                .await
+                .map_err(|e| Error::Internal(format!("cannot listen for MLLP on {listen}: {e}")))?;
+            tracing::info!(%addr, "MLLP listener started");
+            Some((addr, task))
+        }
+        None => None,
+    };
+    let (mllp_addr, mllp_task) = mllp.unzip();
     let batch_api = batch_api::BatchApi { loader: loader.clone() };
 
     let (realtime, realtime_task) =
@@ -187,6 +212,11 @@ pub async fn start(config: Config) -> Result<Platform> {
                 }
             }
         };
+        // MLLP connections answer the frame in hand (its commit included) before the
+        // writer stops.
+        if let Some(t) = mllp_task {
+            let _ = t.await;
+        }
         // Answer everything already queued for staging, then stop the writer.
         writer.shutdown().await;
         if let Some(s) = schedule {
@@ -198,7 +228,12 @@ pub async fn start(config: Config) -> Result<Platform> {
         served
     });
     tracing::info!(%addr, "platform listening");
-    Ok(Platform { addr, shutdown, task })
+    Ok(Platform {
+        addr,
+        mllp_addr,
+        shutdown,
+        task,
+    })
 }
 
 /// Waits for ClickHouse to answer at start-up (it may still be starting, e.g. in compose).

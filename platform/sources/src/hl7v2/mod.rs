@@ -1,8 +1,8 @@
 //! HL7 v2 (2.3 to 2.8): messages, batch/file envelopes and ACKs.
 //!
 //! Owns reading bytes into located, typed values and writing acknowledgements. Does not
-//! own transport (MLLP framing, sockets), de-duplication, or mapping to the canonical
-//! `ClinicalEvent`; those live in the adapters that call it.
+//! own transport (MLLP framing, sockets) or de-duplication; those live in the adapters
+//! that call it. [`map`] turns a parsed message into canonical `ClinicalEvent`s (pure).
 //!
 //! ```
 //! use hospital_sources::hl7v2::{parse_message, ack, AckCode};
@@ -27,6 +27,7 @@ mod batch;
 mod dtm;
 mod encoding;
 mod error;
+pub mod map;
 mod message;
 mod path;
 

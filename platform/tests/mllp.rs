@@ -1,0 +1,245 @@
+//! HL7 v2 over MLLP into a real ClickHouse, over a real TCP socket, with real messages
+//! from shared/data/hl7v2 (FHIR-Converter samples): ACK codes, MSA-2 = MSH-10, rows in
+//! staging after AA, malformed and unsupported messages, ClickHouse down and back.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use common::*;
+use hospital_platform::server::mllp::{frame, Frame, FrameDecoder};
+use hospital_proto::batch::batch_service_client::BatchServiceClient;
+use hospital_proto::batch::RunWarehouseLoadRequest;
+use hospital_sources::hl7v2::{parse_message, Message};
+use hospital_testkit::ClickHouseServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn sample(name: &str) -> Vec<u8> {
+    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let path = base.join("hl7v2/microsoft_FHIR-Converter/messages").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}. Check out shared/data beside the repository or set HOSPITAL_SHARED_DATA.",
+            path.display()
+        )
+    })
+}
+
+fn control_id(bytes: &[u8]) -> String {
+    parse_message(bytes).unwrap().control_id().to_owned()
+}
+
+struct Conn {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Self {
+        Self {
+            stream: TcpStream::connect(addr).await.expect("connect to MLLP"),
+            decoder: FrameDecoder::new(1 << 20),
+        }
+    }
+
+    /// Sends one message and reads its ACK.
+    async fn send(&mut self, body: &[u8]) -> Message {
+        let mut bytes = vec![0x0B];
+        bytes.extend_from_slice(body);
+        bytes.extend_from_slice(&[0x1C, 0x0D]);
+        self.stream.write_all(&bytes).await.unwrap();
+        self.read_ack().await.expect("an ACK")
+    }
+
+    async fn read_ack(&mut self) -> Option<Message> {
+        let mut buf = vec![0u8; 8192];
+        loop {
+            if let Some(Frame::Message(ack)) = self.decoder.next_frame() {
+                return Some(parse_message(&ack).expect("the ACK parses"));
+            }
+            let n = tokio::time::timeout(std::time::Duration::from_secs(30), self.stream.read(&mut buf))
+                .await
+                .expect("ACK within 30 s")
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+            self.decoder.push(&buf[..n]);
+        }
+    }
+}
+
+fn msa(ack: &Message) -> (String, String) {
+    (
+        ack.get("MSA-1").unwrap_or_default().into_owned(),
+        ack.get("MSA-2").unwrap_or_default().into_owned(),
+    )
+}
+
+/// The error text: ERR-8 from HL7 2.5, MSA-3 before (the ACK follows the version).
+fn err_text(ack: &Message) -> String {
+    ack.get("ERR-8")
+        .or_else(|| ack.get("MSA-3"))
+        .unwrap_or_default()
+        .into_owned()
+}
+
+fn staged(ch: &ClickHouseServer, event_id: &str) -> u64 {
+    count(
+        ch,
+        &format!("SELECT count() FROM staging.events WHERE event_id = '{event_id}'"),
+    )
+}
+
+async fn start(ch: &ClickHouseServer) -> hospital_platform::server::Platform {
+    let mut c = config(ch);
+    c.mllp.listen = Some("127.0.0.1:0".parse().unwrap());
+    // Some samples are dated in 2029 (EVN-2); they are test data, not clock skew.
+    c.ingest.max_future_secs = 10 * 365 * 86_400;
+    hospital_platform::server::start(c).await.expect("platform starts")
+}
+
+async fn run_load(addr: SocketAddr) {
+    let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
+    let mut progress = batch
+        .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
+        .await
+        .unwrap()
+        .into_inner();
+    while progress.message().await.expect("load succeeds").is_some() {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_messages_are_acked_after_staging() {
+    let ch = clickhouse();
+    let platform = start(&ch).await;
+    let addr = platform.mllp_addr().expect("MLLP listener configured");
+    let mut conn = Conn::open(addr).await;
+
+    // (file, event ids it makes)
+    let cases: [(&str, Vec<String>); 4] = [
+        ("ADT01-23.hl7", vec!["1|599102".into()]),
+        ("ADT-A02-01.hl7", vec!["GHHSFacility|MSG00001".into()]),
+        (
+            "ADT04-28.hl7",
+            vec!["RDX|1270326314-1".into(), "RDX|1270326314-2".into()],
+        ),
+        (
+            "LAB-ORU-1.hl7",
+            (1..=8).map(|i| format!("SomeSystem|182-{i}")).collect(),
+        ),
+    ];
+    for (name, ids) in &cases {
+        let body = sample(name);
+        let ack = conn.send(&body).await;
+        assert_eq!(
+            msa(&ack),
+            ("AA".into(), control_id(&body)),
+            "{name}: {}",
+            err_text(&ack)
+        );
+        for id in ids {
+            assert_eq!(staged(&ch, id), 1, "{name}: {id} staged once");
+        }
+    }
+    let kinds = ch
+        .query("SELECT kind, count() FROM staging.events GROUP BY kind ORDER BY kind FORMAT CSV")
+        .unwrap();
+    assert_eq!(
+        kinds.trim(),
+        "\"admission\",2\n\"lab_result\",8\n\"patient_registered\",1\n\"transfer\",1"
+    );
+
+    // A malformed message gets AR naming its control id; the next good one on the same
+    // connection still gets AA.
+    let bad = b"MSH|^~\\&|LAB|NORTH|HIS|SOUTH|20240301||ORU^R01|BAD-1|P|2.5\rpid|lower case\r";
+    let ack = conn.send(bad).await;
+    assert_eq!(msa(&ack), ("AR".into(), "BAD-1".into()));
+    assert!(err_text(&ack).contains("pid"), "{}", err_text(&ack));
+
+    // Unsupported type: AR. Missing data: AE naming the field. Nothing staged.
+    let siu = sample("SIU-S12-01.hl7");
+    let ack = conn.send(&siu).await;
+    assert_eq!(msa(&ack), ("AR".into(), control_id(&siu)));
+    assert!(err_text(&ack).contains("SIU^S12"), "{}", err_text(&ack));
+    let no_visit = sample("ADT01-28.hl7");
+    let ack = conn.send(&no_visit).await;
+    assert_eq!(msa(&ack), ("AE".into(), control_id(&no_visit)));
+    assert_eq!(err_text(&ack), "PV1-19 (visit number) is empty");
+
+    // Ingest validation refuses one of the message's events (the NIST CBC sends
+    // hemoglobin in g/mL): AE naming the field, and none of its 19 events is staged.
+    let cbc = sample("LRI_2.0-NG_CBC_Typ_Message.hl7");
+    let ack = conn.send(&cbc).await;
+    assert_eq!(msa(&ack), ("AE".into(), control_id(&cbc)));
+    assert!(
+        err_text(&ack).contains("NIST-LRI-NG-002.00-2: lab_result.unit"),
+        "{}",
+        err_text(&ack)
+    );
+    assert_eq!(staged(&ch, "NIST Lab Facility|NIST-LRI-NG-002.00-1"), 0);
+
+    // A resend of a message already acked: AA again; staging keeps both copies and the
+    // warehouse counts the event once.
+    let body = sample("ADT01-23.hl7");
+    let ack = conn.send(&body).await;
+    assert_eq!(msa(&ack), ("AA".into(), control_id(&body)));
+    assert_eq!(staged(&ch, "1|599102"), 2);
+    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 13);
+    run_load(platform.local_addr()).await;
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT count() FROM warehouse.event_registry FINAL WHERE event_id = '1|599102'"
+        ),
+        1
+    );
+
+    // An oversize frame: AR, then the connection is closed.
+    let mut big = Conn::open(addr).await;
+    let mut huge = b"MSH|^~\\&|A|F|B|G|20240301||ADT^A01|HUGE-1|P|2.5\rNTE|1||".to_vec();
+    huge.resize((1 << 20) + 10, b'x');
+    big.stream
+        .write_all(&frame(std::str::from_utf8(&huge).unwrap()))
+        .await
+        .unwrap();
+    let ack = big.read_ack().await.expect("an AR before closing");
+    assert_eq!(msa(&ack), ("AR".into(), "HUGE-1".into()));
+    assert!(
+        big.read_ack().await.is_none(),
+        "connection closed after an oversize frame"
+    );
+
+    // The first connection is still served.
+    let body = sample("ADT-A02-01.hl7");
+    assert_eq!(msa(&conn.send(&body).await).0, "AA");
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_down_gives_ae_then_the_resend_is_acked() {
+    let mut ch = clickhouse();
+    let platform = start(&ch).await;
+    let mut conn = Conn::open(platform.mllp_addr().unwrap()).await;
+
+    let lab = sample("LAB-ORU-1.hl7");
+    assert_eq!(msa(&conn.send(&lab).await).0, "AA");
+
+    ch.stop().unwrap();
+    let adt = sample("ADT01-23.hl7");
+    let ack = conn.send(&adt).await;
+    assert_eq!(msa(&ack), ("AE".into(), control_id(&adt)));
+    assert_eq!(err_text(&ack), "staging unavailable, resend");
+
+    ch.restart().unwrap();
+    assert_eq!(staged(&ch, "1|599102"), 0, "nothing acked, nothing staged");
+    let ack = conn.send(&adt).await;
+    assert_eq!(msa(&ack), ("AA".into(), control_id(&adt)), "{}", err_text(&ack));
+    assert_eq!(staged(&ch, "1|599102"), 1);
+    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 9);
+    platform.shutdown().await.unwrap();
+}
