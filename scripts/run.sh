@@ -13,6 +13,7 @@ source scripts/setup.sh
 patients=${PATIENTS:-300}
 seed=${SEED:-42}
 grpc_port=${HOSPITAL_GRPC_PORT:-50051}
+mllp_port=${HOSPITAL_MLLP_PORT:-2575}
 ch_http=${HOSPITAL_CH_HTTP_PORT:-8123}
 ch_tcp=${HOSPITAL_CH_TCP_PORT:-9000}
 state=.hospital
@@ -38,9 +39,9 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 
-echo "== starting the platform on 127.0.0.1:$grpc_port"
+echo "== starting the platform on 127.0.0.1:$grpc_port (gRPC) and 127.0.0.1:$mllp_port (HL7 v2 MLLP)"
 HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" \
-  "$bin/hospital-platform" --listen "127.0.0.1:$grpc_port" >"$state/platform.log" 2>&1 &
+  "$bin/hospital-platform" --listen "127.0.0.1:$grpc_port" --mllp-listen "127.0.0.1:$mllp_port" >"$state/platform.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   (echo >"/dev/tcp/127.0.0.1/$grpc_port") 2>/dev/null && break
@@ -51,6 +52,12 @@ done
 export HOSPITAL_ENDPOINT="http://127.0.0.1:$grpc_port"
 echo "== streaming a generated hospital period up to now ($patients patients over the last 10 days, seed $seed)"
 "$bin/hospital" generate --patients "$patients" --seed "$seed" --days-ago 10
+hl7=../shared/data/hl7v2/microsoft_FHIR-Converter/messages
+if [ -d "$hl7" ]; then
+  echo "== a live HL7 v2 feed over MLLP (sample messages; AA = durably staged)"
+  "$bin/hospital" hl7-send --to "127.0.0.1:$mllp_port" "$hl7"/ADT01-23.hl7 "$hl7"/ADT-A02-01.hl7 \
+    "$hl7"/ADT04-28.hl7 "$hl7"/LAB-ORU-1.hl7 "$hl7"/SIU-S12-01.hl7 "$hl7"/ADT01-28.hl7 || true
+fi
 echo "== warehouse load"
 "$bin/hospital" batch run
 "$bin/hospital" batch status

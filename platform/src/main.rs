@@ -30,6 +30,9 @@ struct Cli {
     /// ClickHouse HTTP URL (clickhouse.url).
     #[arg(long)]
     clickhouse_url: Option<String>,
+    /// HL7 v2 MLLP listen address, e.g. 127.0.0.1:2575 (mllp.listen; off by default).
+    #[arg(long)]
+    mllp_listen: Option<SocketAddr>,
     /// Seconds between scheduled warehouse loads, 0 to turn off (batch.interval_secs).
     #[arg(long)]
     batch_interval_secs: Option<u64>,
@@ -53,6 +56,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(url) = cli.clickhouse_url {
         config.clickhouse.url = url;
+    }
+    if let Some(addr) = cli.mllp_listen {
+        config.mllp.listen = Some(addr);
     }
     if let Some(secs) = cli.batch_interval_secs {
         config.batch.interval_secs = secs;

@@ -85,6 +85,14 @@ enum Command {
         #[arg(long = "department")]
         departments: Vec<String>,
     },
+    /// Send HL7 v2 files (single messages or FHS/BHS batches) to an MLLP listener, one
+    /// message at a time, and print each ACK.
+    Hl7Send {
+        /// MLLP listener address.
+        #[arg(long, default_value = "127.0.0.1:2575")]
+        to: String,
+        files: Vec<std::path::PathBuf>,
+    },
     /// Follow the change feed from after a position (0 = from the start).
     Feed {
         #[arg(long, default_value_t = 0)]
@@ -298,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Hl7Send { to, files } => hl7_send(&to, &files).await?,
         Command::Batch { command } => {
             let channel = hospital_client::connect(&cli.endpoint)
                 .await
@@ -381,4 +390,63 @@ fn print_census(c: &Census) {
             p.waiting_minutes
         );
     }
+}
+
+/// Sends every message of `files` over MLLP and prints the ACK code and text of each.
+async fn hl7_send(to: &str, files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(to)
+        .await
+        .with_context(|| format!("connect to MLLP listener {to}"))?;
+    let (mut sent, mut accepted) = (0usize, 0usize);
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("read {}", file.display()))?;
+        for (i, parsed) in hospital_sources::hl7v2::parse_file(&bytes).into_iter().enumerate() {
+            let msg = match parsed {
+                Ok(m) => m,
+                Err(e) => {
+                    println!("{} message {i}: not sent: {e}", file.display());
+                    continue;
+                }
+            };
+            let mut frame = vec![0x0B];
+            frame.extend_from_slice(msg.to_hl7_string().as_bytes());
+            frame.extend_from_slice(&[0x1C, 0x0D]);
+            stream.write_all(&frame).await?;
+            sent += 1;
+            // Read one framed ACK.
+            let mut ack = Vec::new();
+            let mut byte = [0u8; 1];
+            while !ack.ends_with(&[0x1C, 0x0D]) {
+                if stream.read(&mut byte).await? == 0 {
+                    anyhow::bail!("listener closed the connection after {sent} messages");
+                }
+                ack.push(byte[0]);
+            }
+            let text = String::from_utf8_lossy(&ack);
+            let msa = text
+                .split(['\r', '\n'])
+                .find(|l| l.starts_with("MSA"))
+                .unwrap_or("")
+                .to_string();
+            let fields: Vec<&str> = msa.split('|').collect();
+            let code = fields.get(1).copied().unwrap_or("?");
+            accepted += usize::from(code == "AA");
+            let err = text
+                .split(['\r', '\n'])
+                .find(|l| l.starts_with("ERR"))
+                .map(|l| format!("  {l}"))
+                .unwrap_or_default();
+            println!(
+                "{} {} {}^{} -> {code} (MSA-2 {}){err}",
+                file.display(),
+                msg.control_id(),
+                msg.message_type(),
+                msg.trigger_event().unwrap_or(""),
+                fields.get(2).copied().unwrap_or("")
+            );
+        }
+    }
+    println!("{sent} messages sent, {accepted} accepted (AA)");
+    Ok(())
 }
