@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 
 use super::bus::Bus;
 use super::follow::Follower;
+use super::next_or_stop;
 use crate::error::{Error, Violation};
 use crate::ingest::KINDS;
 use crate::staging::StagedEvent;
@@ -121,14 +122,15 @@ impl ChangeFeedService for ChangeFeedApi {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server is shutting down; resubscribe after your last position"))).await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                    next = follower.next() => next,
+                let Some(next) = next_or_stop(
+                    follower.next(),
+                    &tx,
+                    &shutdown,
+                    "server is shutting down; resubscribe after your last position",
+                )
+                .await
+                else {
+                    return;
                 };
                 let row = match next {
                     Ok(Some(row)) => row,

@@ -12,3 +12,23 @@ pub mod changefeed;
 pub mod follow;
 pub mod news2;
 pub mod processor;
+
+/// For server-streaming subscribers: waits for `next`, unless the server shuts down (the
+/// subscriber is told `goodbye` as UNAVAILABLE) or the subscriber went away. None means
+/// stop streaming.
+pub(crate) async fn next_or_stop<T, M>(
+    next: impl std::future::Future<Output = T>,
+    tx: &tokio::sync::mpsc::Sender<Result<M, tonic::Status>>,
+    shutdown: &tokio_util::sync::CancellationToken,
+    goodbye: &str,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => {
+            let _ = tx.send(Err(tonic::Status::unavailable(goodbye.to_string()))).await;
+            None
+        }
+        _ = tx.closed() => None,
+        next = next => Some(next),
+    }
+}

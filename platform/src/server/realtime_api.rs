@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::realtime::next_or_stop;
 use crate::realtime::processor::Realtime;
 
 /// Messages queued per subscriber.
@@ -57,14 +58,8 @@ impl AlertService for AlertApi {
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                    next = alerts.recv() => next,
+                let Some(next) = next_or_stop(alerts.recv(), &tx, &shutdown, "server is shutting down").await else {
+                    return;
                 };
                 match next {
                     Ok(alert) => {
@@ -137,14 +132,8 @@ impl CensusService for CensusApi {
                 return;
             }
             loop {
-                let next = tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("server is shutting down"))).await;
-                        return;
-                    }
-                    _ = tx.closed() => return,
-                    next = updates.recv() => next,
+                let Some(next) = next_or_stop(updates.recv(), &tx, &shutdown, "server is shutting down").await else {
+                    return;
                 };
                 let update = match next {
                     Ok(u) if u.position <= at => continue,
