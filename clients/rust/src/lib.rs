@@ -2,6 +2,7 @@
 //! stream sender, and a deterministic generator of synthetic hospital events.
 
 pub mod generate;
+pub mod load;
 pub mod sender;
 
 pub use hospital_proto as proto;

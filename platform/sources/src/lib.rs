@@ -1,11 +1,16 @@
 //! Source parsers: turn what hospital systems send into typed, located values.
 //!
-//! Each module owns one wire format and nothing downstream of it: no I/O, no network.
-//! Mapping to the canonical `ClinicalEvent` is a pure function beside the parser
-//! (`hl7v2::map`); validation and storage stay in the platform.
+//! Each module owns one source format and nothing downstream of it: no network, and file
+//! reading only where a format is a directory of files (`synthea::Export`). Mapping to
+//! the canonical `ClinicalEvent` is a pure function beside the parser; validation and
+//! storage stay in the platform, which every source goes through.
 //! Parsers never panic on input; every failure is a typed error that says where in the
 //! input it happened.
 //!
-//! - [`hl7v2`]: HL7 v2.x messages (2.3 to 2.8), batch and file envelopes, ACKs.
+//! - [`hl7v2`]: HL7 v2.x messages (2.3 to 2.8), batch and file envelopes, mapping, ACKs.
+//! - [`fhir`]: FHIR R4 bundles and bulk-export NDJSON, references resolved across files.
+//! - [`synthea`]: a Synthea CSV export, read by header name.
 
+pub mod fhir;
 pub mod hl7v2;
+pub mod synthea;

@@ -187,3 +187,32 @@ pub fn staged(e: &ClinicalEvent) -> StagedEvent {
         raw: e.encode_to_vec(),
     }
 }
+
+/// The shared hospital data sets (`../shared/data` beside the checkout, or
+/// `$HOSPITAL_SHARED_DATA`). Tests that need them fail when they are missing.
+pub fn shared_data(sub: &str) -> std::path::PathBuf {
+    let root = match std::env::var_os("HOSPITAL_SHARED_DATA") {
+        Some(d) => std::path::PathBuf::from(d),
+        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+    };
+    let path = root.join(sub);
+    assert!(
+        path.exists(),
+        "{} is required; set HOSPITAL_SHARED_DATA to the shared data folder",
+        path.display()
+    );
+    path
+}
+
+/// Runs one incremental warehouse load through `BatchService` and waits for it.
+pub async fn run_warehouse_load(addr: SocketAddr) {
+    use hospital_proto::batch::batch_service_client::BatchServiceClient;
+    use hospital_proto::batch::RunWarehouseLoadRequest;
+    let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
+    let mut progress = batch
+        .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
+        .await
+        .unwrap()
+        .into_inner();
+    while progress.message().await.expect("warehouse load succeeds").is_some() {}
+}

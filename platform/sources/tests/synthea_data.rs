@@ -1,0 +1,390 @@
+//! Synthea CSV -> ClinicalEvent mapping over the real export (shared/data/synthea_csv):
+//! event counts against row counts taken here with the csv crate, spot checks of mapped
+//! values against the files, and the errors of broken copies.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use hospital_proto::events::clinical_event::Payload;
+use hospital_proto::events::{AdministrativeSex, ClinicalEvent, EncounterClass};
+use hospital_sources::synthea::{Events, Export, Options, SyntheaError, SyntheaFile};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+fn export_dir() -> PathBuf {
+    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let dir = base.join("synthea_csv");
+    assert!(
+        dir.join("patients.csv").is_file(),
+        "Synthea test data not found at {}. Check out shared/data beside the repository or set HOSPITAL_SHARED_DATA.",
+        dir.display()
+    );
+    dir
+}
+
+/// Every row of a file as column name -> value, read independently of the module.
+fn rows(dir: &Path, file: &str) -> Vec<HashMap<String, String>> {
+    let mut reader = csv::Reader::from_path(dir.join(file)).unwrap();
+    let header = reader.headers().unwrap().clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            header
+                .iter()
+                .map(str::to_owned)
+                .zip(r.iter().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+fn seconds(iso: &str) -> i64 {
+    OffsetDateTime::parse(iso, &Rfc3339).unwrap().unix_timestamp()
+}
+
+fn read_all(dir: &Path) -> Vec<ClinicalEvent> {
+    let mut events = Vec::new();
+    let summary = Export::new(dir, Options::default())
+        .read_all(|e| events.push(e))
+        .unwrap();
+    assert_eq!(summary.errors, []);
+    events
+}
+
+fn kind(e: &ClinicalEvent) -> &'static str {
+    match e.payload.as_ref().unwrap() {
+        Payload::PatientRegistered(_) => "patient",
+        Payload::ReferenceData(_) => "payer",
+        Payload::Admission(_) => "admission",
+        Payload::Discharge(_) => "discharge",
+        Payload::VitalSigns(_) => "vitals",
+        Payload::LabResult(_) => "lab",
+        Payload::MedicationOrder(_) => "medication",
+        other => panic!("unexpected payload {other:?}"),
+    }
+}
+
+const VITALS: [&str; 9] = [
+    "8867-4", "9279-1", "8480-6", "8462-4", "8310-5", "29463-7", "8302-2", "39156-5", "59408-5",
+];
+
+#[test]
+fn counts_match_the_files() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let mut by_kind = BTreeMap::<&str, usize>::new();
+    for e in &events {
+        *by_kind.entry(kind(e)).or_default() += 1;
+        assert_eq!(e.source_system, "synthea");
+        assert!(e.occurred_at.is_some(), "{}", e.event_id);
+    }
+
+    let patients = rows(&dir, "patients.csv");
+    assert_eq!(patients.len(), 27, "the README's 27 patients");
+    let payers = rows(&dir, "payers.csv");
+    let encounters = rows(&dir, "encounters.csv");
+    let with_stop = encounters.iter().filter(|r| !r["STOP"].is_empty()).count();
+    let medications = rows(&dir, "medications.csv");
+    // Observations: vital sets are distinct (patient, encounter, date) among numeric rows
+    // with a vital-sign code; labs are the other rows with a LOINC code (digits, dash,
+    // check digit), numeric or text.
+    let observations = rows(&dir, "observations.csv");
+    let is_vital = |r: &HashMap<String, String>| VITALS.contains(&r["CODE"].as_str()) && r["TYPE"] == "numeric";
+    let vital_sets: BTreeSet<_> = observations
+        .iter()
+        .filter(|r| is_vital(r))
+        .map(|r| (&r["PATIENT"], &r["ENCOUNTER"], &r["DATE"]))
+        .collect();
+    let loinc = |c: &str| c.chars().next().is_some_and(|ch| ch.is_ascii_digit()) && c.contains('-');
+    let labs = observations
+        .iter()
+        .filter(|r| loinc(&r["CODE"]) && !is_vital(r))
+        .count();
+
+    let expected = BTreeMap::from([
+        ("patient", patients.len()),
+        ("payer", payers.len()),
+        ("admission", encounters.len()),
+        ("discharge", with_stop),
+        ("vitals", vital_sets.len()),
+        ("lab", labs),
+        ("medication", medications.len()),
+    ]);
+    assert_eq!(by_kind, expected);
+    // The snapshot as described in its SOURCE.md (990 observation rows, 75 of them
+    // QALY/DALY/QOLS without a LOINC code).
+    assert_eq!(
+        expected,
+        BTreeMap::from([
+            ("patient", 27),
+            ("payer", 10),
+            ("admission", 604),
+            ("discharge", 604),
+            ("vitals", 28),
+            ("lab", 727),
+            ("medication", 663),
+        ])
+    );
+
+    // Ids are unique and a second read gives the same ones.
+    let ids: Vec<_> = events.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), ids.len());
+    let again: Vec<_> = read_all(&dir).into_iter().map(|e| e.event_id).collect();
+    assert_eq!(ids, again);
+}
+
+#[test]
+fn summary_counts_rows_and_skips() {
+    let dir = export_dir();
+    let summary = Export::new(&dir, Options::default()).read_all(|_| {}).unwrap();
+    let obs = summary.files[&SyntheaFile::Observations];
+    assert_eq!(obs.rows, rows(&dir, "observations.csv").len() as u64);
+    let no_loinc = rows(&dir, "observations.csv")
+        .iter()
+        .filter(|r| matches!(r["CODE"].as_str(), "QALY" | "DALY" | "QOLS"))
+        .count();
+    assert_eq!(obs.skipped, no_loinc as u64);
+    assert_eq!(summary.files[&SyntheaFile::Patients].skipped, 0);
+}
+
+#[test]
+fn spot_checks_against_the_files() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let by_id: HashMap<_, _> = events.iter().map(|e| (e.event_id.as_str(), e)).collect();
+
+    // A patient: name, birth date, sex, ZIP as written.
+    let p = &rows(&dir, "patients.csv")[0];
+    let e = by_id[format!("patients/{}", p["Id"]).as_str()];
+    assert_eq!(e.patient.as_ref().unwrap().mrn, p["Id"]);
+    assert_eq!(e.patient.as_ref().unwrap().assigning_authority, "synthea");
+    let Some(Payload::PatientRegistered(d)) = &e.payload else {
+        panic!()
+    };
+    assert_eq!(
+        (d.given_name.as_str(), d.family_name.as_str()),
+        (p["FIRST"].as_str(), p["LAST"].as_str())
+    );
+    let b = d.birth_date.unwrap();
+    assert_eq!(format!("{:04}-{:02}-{:02}", b.year, b.month, b.day), p["BIRTHDATE"]);
+    assert_eq!(
+        e.occurred_at.unwrap().seconds,
+        seconds(&format!("{}T00:00:00Z", p["BIRTHDATE"]))
+    );
+    let sex = if p["GENDER"] == "M" {
+        AdministrativeSex::Male
+    } else {
+        AdministrativeSex::Female
+    };
+    assert_eq!(d.sex, sex as i32);
+    assert_eq!(d.postal_code, p["ZIP"]);
+
+    // A dead patient: deceased_at at the death date.
+    let dead = rows(&dir, "patients.csv")
+        .into_iter()
+        .find(|r| !r["DEATHDATE"].is_empty())
+        .expect("the export has deaths");
+    let Some(Payload::PatientRegistered(d)) = &by_id[format!("patients/{}", dead["Id"]).as_str()].payload else {
+        panic!()
+    };
+    assert_eq!(
+        d.deceased_at.unwrap().seconds,
+        seconds(&format!("{}T00:00:00Z", dead["DEATHDATE"]))
+    );
+
+    // An encounter of each class in the file: class, start, payer, reason, discharge.
+    let encounters = rows(&dir, "encounters.csv");
+    for class in ["ambulatory", "inpatient", "emergency"] {
+        let r = encounters.iter().find(|r| r["ENCOUNTERCLASS"] == class).unwrap();
+        let e = by_id[format!("encounters/{}/admission", r["Id"]).as_str()];
+        let Some(Payload::Admission(a)) = &e.payload else {
+            panic!()
+        };
+        let expected = match class {
+            "inpatient" => EncounterClass::Inpatient,
+            "emergency" => EncounterClass::Emergency,
+            _ => EncounterClass::Outpatient,
+        };
+        assert_eq!(a.encounter_class, expected as i32, "{class}");
+        assert_eq!(e.occurred_at.unwrap().seconds, seconds(&r["START"]));
+        assert_eq!(a.encounter_id, r["Id"]);
+        assert_eq!(a.payer_code, r["PAYER"]);
+        assert_eq!(a.admitting_diagnosis, r["REASONCODE"]);
+        assert_eq!(a.location.as_ref().unwrap().department_code, r["ORGANIZATION"]);
+        assert_eq!(e.patient.as_ref().unwrap().mrn, r["PATIENT"]);
+        let stop = by_id[format!("encounters/{}/discharge", r["Id"]).as_str()];
+        assert_eq!(stop.occurred_at.unwrap().seconds, seconds(&r["STOP"]));
+    }
+
+    // One blood-pressure set: systolic and diastolic of the same (patient, encounter,
+    // date) in one VitalSigns event.
+    let observations = rows(&dir, "observations.csv");
+    let sbp = observations.iter().find(|r| r["CODE"] == "8480-6").unwrap();
+    let dbp = observations
+        .iter()
+        .find(|r| {
+            r["CODE"] == "8462-4"
+                && (&r["PATIENT"], &r["ENCOUNTER"], &r["DATE"]) == (&sbp["PATIENT"], &sbp["ENCOUNTER"], &sbp["DATE"])
+        })
+        .unwrap();
+    let id = format!(
+        "observations/{}/{}/{}/vital-signs",
+        sbp["PATIENT"], sbp["ENCOUNTER"], sbp["DATE"]
+    );
+    let e = by_id[id.as_str()];
+    assert_eq!(e.occurred_at.unwrap().seconds, seconds(&sbp["DATE"]));
+    let Some(Payload::VitalSigns(v)) = &e.payload else {
+        panic!()
+    };
+    assert_eq!(v.encounter_id, sbp["ENCOUNTER"]);
+    let value = |code: &str| {
+        v.observations
+            .iter()
+            .find(|o| o.loinc_code == code)
+            .map(|o| (o.value, o.unit.clone()))
+    };
+    assert_eq!(
+        value("8480-6"),
+        Some((sbp["VALUE"].parse().unwrap(), sbp["UNITS"].clone()))
+    );
+    assert_eq!(
+        value("8462-4"),
+        Some((dbp["VALUE"].parse().unwrap(), dbp["UNITS"].clone()))
+    );
+
+    // A numeric lab with its unit, and a text result.
+    let lab = observations
+        .iter()
+        .find(|r| r["CATEGORY"] == "laboratory" && r["TYPE"] == "numeric")
+        .unwrap();
+    let id = format!(
+        "observations/{}/{}/{}/{}",
+        lab["PATIENT"], lab["ENCOUNTER"], lab["DATE"], lab["CODE"]
+    );
+    let Some(Payload::LabResult(l)) = &by_id[id.as_str()].payload else {
+        panic!()
+    };
+    assert_eq!(
+        (l.value, l.unit.as_str(), l.display.as_str()),
+        (
+            Some(lab["VALUE"].parse().unwrap()),
+            lab["UNITS"].as_str(),
+            lab["DESCRIPTION"].as_str()
+        )
+    );
+    let text = observations.iter().find(|r| r["TYPE"] == "text").unwrap();
+    let id = format!(
+        "observations/{}/{}/{}/{}",
+        text["PATIENT"], text["ENCOUNTER"], text["DATE"], text["CODE"]
+    );
+    let Some(Payload::LabResult(l)) = &by_id[id.as_str()].payload else {
+        panic!()
+    };
+    assert_eq!((l.value, l.value_text.as_str()), (None, text["VALUE"].as_str()));
+
+    // A medication with a stop date.
+    let m = rows(&dir, "medications.csv")
+        .into_iter()
+        .find(|r| !r["STOP"].is_empty())
+        .unwrap();
+    let id = format!(
+        "medications/{}/{}/{}/{}",
+        m["PATIENT"], m["ENCOUNTER"], m["CODE"], m["START"]
+    );
+    let e = by_id[id.as_str()];
+    let Some(Payload::MedicationOrder(o)) = &e.payload else {
+        panic!()
+    };
+    assert_eq!(
+        (o.drug_code.as_str(), o.drug_name.as_str()),
+        (m["CODE"].as_str(), m["DESCRIPTION"].as_str())
+    );
+    assert_eq!(o.starts_at.unwrap().seconds, seconds(&m["START"]));
+    assert_eq!(o.ends_at.unwrap().seconds, seconds(&m["STOP"]));
+}
+
+/// Writes `file` of the real export into a fresh directory after `edit` (line by line).
+fn broken_copy(file: &str, edit: impl Fn(usize, &str) -> String) -> tempfile::TempDir {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let text = std::fs::read_to_string(export_dir().join(file)).unwrap();
+    let out: Vec<String> = text.lines().enumerate().map(|(i, l)| edit(i + 1, l)).collect();
+    std::fs::write(tmp.path().join(file), out.join("\n") + "\n").unwrap();
+    tmp
+}
+
+#[test]
+fn a_missing_required_column_names_file_and_column() {
+    // Drop GENDER (15th column) from every line.
+    let tmp = broken_copy("patients.csv", |_, l| {
+        let mut fields: Vec<&str> = l.split(',').collect();
+        assert_eq!(fields.len(), 25);
+        fields.remove(14);
+        fields.join(",")
+    });
+    let err = Export::new(tmp.path(), Options::default())
+        .events(SyntheaFile::Patients)
+        .err()
+        .expect("missing column is refused");
+    assert_eq!(
+        err,
+        SyntheaError::MissingColumn {
+            file: "patients.csv",
+            column: "GENDER"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "patients.csv: required column GENDER is missing from the header"
+    );
+}
+
+#[test]
+fn a_bad_date_names_line_and_column_and_the_rest_map() {
+    // Line 6 (the 5th encounter) gets an impossible START.
+    let tmp = broken_copy("encounters.csv", |n, l| {
+        if n == 6 {
+            let mut fields: Vec<String> = l.split(',').map(str::to_owned).collect();
+            fields[1] = "2023-13-45T16:17:47Z".to_owned();
+            fields.join(",")
+        } else {
+            l.to_owned()
+        }
+    });
+    let items: Vec<_> = Export::new(tmp.path(), Options::default())
+        .events(SyntheaFile::Encounters)
+        .unwrap()
+        .collect();
+    let errors: Vec<_> = items.iter().filter_map(|i| i.as_ref().err()).collect();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        (errors[0].file(), errors[0].line(), errors[0].column()),
+        ("encounters.csv", Some(6), Some("START"))
+    );
+    assert!(errors[0].to_string().contains("2023-13-45T16:17:47Z"), "{}", errors[0]);
+    let encounters = rows(&export_dir(), "encounters.csv");
+    let admissions = items
+        .iter()
+        .filter(|i| matches!(i, Ok(e) if matches!(e.payload, Some(Payload::Admission(_)))))
+        .count();
+    assert_eq!(admissions, encounters.len() - 1);
+}
+
+#[test]
+fn a_short_row_and_a_bad_number_are_row_errors() {
+    let text = "DATE,PATIENT,ENCOUNTER,CATEGORY,CODE,DESCRIPTION,VALUE,UNITS,TYPE\n\
+        2024-01-01T10:00:00Z,P,E,laboratory,2345-7,Glucose,abc,mg/dL,numeric\n\
+        2024-01-01T10:00:00Z,P\n\
+        2024-01-01T10:00:00Z,P,E,laboratory,2345-7,Glucose,5.5,mg/dL,numeric\n";
+    let items: Vec<_> = Events::new(SyntheaFile::Observations, text.as_bytes(), Options::default())
+        .unwrap()
+        .collect();
+    assert_eq!(items.len(), 3);
+    let e = items[0].as_ref().unwrap_err();
+    assert_eq!((e.line(), e.column()), (Some(2), Some("VALUE")));
+    let e = items[1].as_ref().unwrap_err();
+    assert_eq!((e.line(), e.column()), (Some(3), Some("CODE")));
+    assert!(items[2].is_ok());
+}

@@ -1,0 +1,169 @@
+//! Historical loads from the shared data sets through the running platform (gRPC ingest,
+//! staging, warehouse load), as `hospital load` does: the warehouse matches the files'
+//! counts, and a second load of the same files adds nothing.
+
+mod common;
+
+use common::*;
+use hospital_client::load::{self, Extract};
+use hospital_client::sender::{send_events, SenderOptions};
+
+async fn send(addr: std::net::SocketAddr, extract: &Extract) -> usize {
+    let report = send_all(addr, extract).await;
+    assert!(
+        report.rejections.is_empty(),
+        "the platform rejected: {:?}",
+        report.rejections.iter().take(5).collect::<Vec<_>>()
+    );
+    report.committed
+}
+
+async fn send_all(addr: std::net::SocketAddr, extract: &Extract) -> hospital_client::sender::SendReport {
+    send_events(
+        extract.events.clone(),
+        &SenderOptions {
+            endpoint: endpoint(addr),
+            batch_size: 500,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .expect("load streams")
+}
+
+fn csv_rows(path: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing() {
+    let dir = shared_data("synthea_csv");
+    let extract = load::synthea(&dir).expect("the export reads");
+    assert!(extract.problems.is_empty(), "{:?}", extract.problems);
+    let patients = csv_rows(&dir.join("patients.csv"));
+    let encounters = csv_rows(&dir.join("encounters.csv"));
+    assert_eq!(patients, 27);
+
+    let ch = clickhouse();
+    let platform = start_platform(&ch).await;
+    let sent = send(platform.local_addr(), &extract).await;
+    assert_eq!(sent, extract.events.len());
+    run_warehouse_load(platform.local_addr()).await;
+
+    let counts = |ch: &hospital_testkit::ClickHouseServer| {
+        (
+            count(
+                ch,
+                "SELECT count() FROM warehouse.dim_patient FINAL WHERE is_deleted = 0 AND is_current = 1 AND is_inferred = 0",
+            ),
+            count(ch, "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0 AND discharged_at_ms IS NOT NULL",
+            ),
+            count(ch, "SELECT count() FROM warehouse.fact_medication FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0"),
+        )
+    };
+    let first = counts(&ch);
+    assert_eq!(first.0, patients, "one current patient per row of patients.csv");
+    assert_eq!(first.1, encounters, "one encounter per row of encounters.csv");
+    assert_eq!(first.2, encounters, "every Synthea encounter has a STOP");
+    assert_eq!(first.3, csv_rows(&dir.join("medications.csv")));
+    assert!(first.4 > 0);
+
+    // The same files again: staged again, absorbed by the warehouse.
+    send(platform.local_addr(), &extract).await;
+    run_warehouse_load(platform.local_addr()).await;
+    assert_eq!(counts(&ch), first, "a second load adds nothing");
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
+    let dir = shared_data("hl7v2/microsoft_FHIR-Converter/messages");
+    let extract = load::hl7(&dir).expect("the files read");
+    assert!(!extract.events.is_empty());
+    // Unsupported types are counted, unmappable messages are named with their file.
+    assert!(extract.skipped.values().sum::<usize>() > 0);
+    assert!(
+        extract.problems.iter().all(|p| p.contains(".hl7 message ")),
+        "{:?}",
+        extract.problems
+    );
+
+    let ch = clickhouse();
+    let mut cfg = config(&ch);
+    // Some of the sample messages are dated years ahead.
+    cfg.ingest.max_future_secs = 10 * 365 * 86_400;
+    let platform = hospital_platform::server::start(cfg).await.unwrap();
+    let report = send_all(platform.local_addr(), &extract).await;
+    // Two events of the samples are wrong, and the door says so by event and field:
+    // haemoglobin in g/mL, and an OBX without a LOINC code.
+    let mut rejected: Vec<(String, String)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.event_id.clone(), r.violations[0].field.clone()))
+        .collect();
+    rejected.sort();
+    assert_eq!(
+        rejected,
+        vec![
+            ("ELAB-3|CNTRL-3456".to_string(), "lab_result.loinc_code".to_string()),
+            (
+                "NIST Lab Facility|NIST-LRI-NG-002.00-2".to_string(),
+                "lab_result.unit".to_string()
+            ),
+        ]
+    );
+    assert_eq!(report.committed, extract.events.len() - 2, "their neighbours commit");
+    assert_eq!(
+        count(&ch, "SELECT count() FROM staging.events"),
+        report.committed as u64
+    );
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
+    let dir = shared_data("synthea_fhir_r4/bundles");
+    let extract = load::fhir(&dir).expect("the bundles read");
+    assert!(extract.problems.is_empty(), "{:?}", extract.problems);
+    // Count what the files hold, independently of the mapper.
+    let (mut patients, mut encounters) = (0u64, 0u64);
+    for file in std::fs::read_dir(&dir).unwrap() {
+        let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
+        for entry in bundle["entry"].as_array().unwrap() {
+            match entry["resource"]["resourceType"].as_str() {
+                Some("Patient") => patients += 1,
+                Some("Encounter") => encounters += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(patients, 5);
+
+    let ch = clickhouse();
+    let platform = start_platform(&ch).await;
+    send(platform.local_addr(), &extract).await;
+    run_warehouse_load(platform.local_addr()).await;
+    let counts = |ch: &hospital_testkit::ClickHouseServer| {
+        (
+            count(
+                ch,
+                "SELECT count() FROM warehouse.dim_patient FINAL WHERE is_deleted = 0 AND is_current = 1 AND is_inferred = 0",
+            ),
+            count(ch, "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_charge FINAL WHERE is_deleted = 0"),
+        )
+    };
+    let first = counts(&ch);
+    assert_eq!((first.0, first.1), (patients, encounters));
+    assert!(first.2 > 0, "claims become charge lines");
+    send(platform.local_addr(), &extract).await;
+    run_warehouse_load(platform.local_addr()).await;
+    assert_eq!(counts(&ch), first, "a second load adds nothing");
+    platform.shutdown().await.unwrap();
+}
