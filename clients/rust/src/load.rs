@@ -44,11 +44,14 @@ pub fn files(path: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBuf>> 
     Ok(out)
 }
 
+/// File name extensions HL7 v2 files carry when a directory is loaded.
+const HL7_EXTENSIONS: &[&str] = &["hl7", "HL7", "er7", "txt", "msg"];
+
 /// HL7 v2 files (single messages or batches): every message mapped to canonical events.
 pub fn hl7(path: &Path) -> std::io::Result<Extract> {
     use hospital_sources::hl7v2::{map, parse_file};
     let mut x = Extract::default();
-    for file in files(path, &[])? {
+    for file in files(path, HL7_EXTENSIONS)? {
         let bytes = std::fs::read(&file)?;
         for (i, parsed) in parse_file(&bytes).into_iter().enumerate() {
             let place = format!("{} message {i}", file.display());
