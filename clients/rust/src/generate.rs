@@ -6,6 +6,8 @@
 
 use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item};
 use prost_types::Timestamp;
+use std::collections::HashMap;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -71,6 +73,7 @@ pub fn generate(opts: &GeneratorOptions) -> Vec<pb::ClinicalEvent> {
         events: Vec::new(),
         seq: 0,
         seed: opts.seed,
+        occupancy: HashMap::new(),
     };
     let t0 = opts.start_secs;
     for (dept, dept_name, ward, ward_name, beds) in WARDS {
@@ -131,9 +134,31 @@ struct Gen {
     events: Vec<pb::ClinicalEvent>,
     seq: u64,
     seed: u64,
+    /// Bed code -> the periods it is occupied, so that no two patients share a bed.
+    occupancy: HashMap<String, Vec<(i64, i64)>>,
 }
 
 impl Gen {
+    /// A bed free over [from, to): on the preferred ward if it has one, else on another
+    /// inpatient ward; when the hospital is full, a bed of the preferred ward (the
+    /// overflow a bed manager would see as a double booking).
+    fn book(&mut self, preferred: usize, from: i64, to: i64) -> (&'static str, &'static str, String) {
+        for w in (0..4).map(|k| (preferred + k) % 4) {
+            let (dept, _, ward, _, beds) = WARDS[w];
+            let start = self.rng.random_range(0..beds);
+            for b in (0..beds).map(|k| (start + k) % beds + 1) {
+                let code = format!("{ward}-{b:02}");
+                let periods = self.occupancy.entry(code.clone()).or_default();
+                if periods.iter().all(|&(f, t)| to <= f || from >= t) {
+                    periods.push((from, to));
+                    return (dept, ward, code);
+                }
+            }
+        }
+        let (dept, _, ward, _, beds) = WARDS[preferred];
+        (dept, ward, format!("{ward}-{:02}", self.rng.random_range(1..=beds)))
+    }
+
     fn push(&mut self, at_secs: i64, mrn: Option<&str>, payload: Payload) {
         self.seq += 1;
         self.events.push(pb::ClinicalEvent {
@@ -174,13 +199,13 @@ impl Gen {
             deceased_at: None,
         };
         let via_ed = rng.random_bool(0.6);
-        let (dept, _, ward, _, beds) = WARDS[rng.random_range(0..4)];
-        let bed = format!("{ward}-{:02}", rng.random_range(1..=beds));
+        let preferred_ward = rng.random_range(0..4);
+        let transfer_ward = rng.random_bool(0.25).then(|| rng.random_range(0..4));
         let payer = PAYERS[rng.random_range(0..PAYERS.len())].0;
         // Encounter ids are unique per generated period (seed); MRNs repeat across
         // periods, as returning patients do.
         let encounter = format!("ENC{}-{:06}", self.seed, index + 1);
-        let los_hours = rng.random_range(6..240);
+        let los_hours = rng.random_range(6..144);
         let ed_wait_min = rng.random_range(2..90);
         let ed_stay_min = rng.random_range(60..360);
         let m = Some(mrn.as_str());
@@ -210,6 +235,9 @@ impl Gen {
         } else {
             arrive
         };
+        let discharge = admit + los_hours * 3600;
+        let transfer_at = transfer_ward.map(|_| admit + (discharge - admit) / 3);
+        let (dept, ward, bed) = self.book(preferred_ward, admit, transfer_at.unwrap_or(discharge));
         let attending = format!("DR{:03}", self.rng.random_range(1..40));
         self.push(
             admit,
@@ -244,7 +272,6 @@ impl Gen {
                 state: pb::BedState::Occupied as i32,
             }),
         );
-        let discharge = admit + los_hours * 3600;
 
         // Vital signs every 4 hours; some patients deteriorate half way through.
         let deteriorates = self.rng.random_bool(0.2);
@@ -326,11 +353,10 @@ impl Gen {
             );
             t += 8 * 3600;
         }
-        if self.rng.random_bool(0.25) {
-            let (to_dept, _, to_ward, _, to_beds) = WARDS[self.rng.random_range(0..4)];
-            let to_bed = format!("{to_ward}-{:02}", self.rng.random_range(1..=to_beds));
+        if let (Some(to), Some(at)) = (transfer_ward, transfer_at) {
+            let (to_dept, to_ward, to_bed) = self.book(to, at, discharge);
             self.push(
-                admit + (discharge - admit) / 3,
+                at,
                 m,
                 Payload::Transfer(pb::Transfer {
                     encounter_id: encounter.clone(),
@@ -455,5 +481,46 @@ mod tests {
             .filter(|e| matches!(e.payload, Some(Payload::Discharge(_))))
             .count();
         assert_eq!(discharges, 50);
+    }
+
+    #[test]
+    fn no_two_patients_share_a_bed() {
+        let events = generate(&GeneratorOptions {
+            patients: 150,
+            ..Default::default()
+        });
+        // Per encounter: where it is from when, until discharge.
+        let mut stays: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        let mut ends: HashMap<String, i64> = HashMap::new();
+        for e in &events {
+            let at = e.occurred_at.as_ref().unwrap().seconds;
+            match &e.payload {
+                Some(Payload::Admission(a)) => stays
+                    .entry(a.encounter_id.clone())
+                    .or_default()
+                    .push((a.location.as_ref().unwrap().bed_code.clone(), at)),
+                Some(Payload::Transfer(t)) => stays
+                    .entry(t.encounter_id.clone())
+                    .or_default()
+                    .push((t.to.as_ref().unwrap().bed_code.clone(), at)),
+                Some(Payload::Discharge(d)) => {
+                    ends.insert(d.encounter_id.clone(), at);
+                }
+                _ => {}
+            }
+        }
+        let mut by_bed: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+        for (enc, moves) in &stays {
+            for (i, (bed, from)) in moves.iter().enumerate() {
+                let to = moves.get(i + 1).map(|m| m.1).unwrap_or(ends[enc]);
+                by_bed.entry(bed.clone()).or_default().push((*from, to));
+            }
+        }
+        for (bed, mut periods) in by_bed {
+            periods.sort();
+            for w in periods.windows(2) {
+                assert!(w[0].1 <= w[1].0, "{bed} is double-booked: {:?}", w);
+            }
+        }
     }
 }
