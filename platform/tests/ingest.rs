@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, HashSet};
 use common::*;
 use hospital_client::generate::{generate, GeneratorOptions};
 use hospital_client::sender::{send_events, SenderOptions};
-use hospital_proto::batch::batch_service_client::BatchServiceClient;
-use hospital_proto::batch::RunWarehouseLoadRequest;
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::IngestRequest;
@@ -161,27 +159,11 @@ async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_row
     );
 
     // The warehouse counts each event once; running the load again changes nothing.
-    run_load(platform.local_addr(), false).await;
+    run_warehouse_load(platform.local_addr(), false).await;
     warehouse_counts_match(&ch, &good, &kinds(&good));
-    run_load(platform.local_addr(), true).await;
+    run_warehouse_load(platform.local_addr(), true).await;
     warehouse_counts_match(&ch, &good, &kinds(&good));
     platform.shutdown().await.unwrap();
-}
-
-async fn run_load(addr: std::net::SocketAddr, full_reload: bool) -> u64 {
-    let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
-    let mut progress = batch
-        .run_warehouse_load(RunWarehouseLoadRequest { full_reload })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut read = 0;
-    while let Some(p) = progress.message().await.expect("load succeeds") {
-        if p.done {
-            read = p.staged_events_read;
-        }
-    }
-    read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -377,7 +359,7 @@ async fn platform_killed_mid_stream_loses_nothing_acked_and_resend_adds_no_dupli
     );
 
     // The warehouse counts every event once.
-    run_load(proc.addr, false).await;
+    run_warehouse_load(proc.addr, false).await;
     let by_kind = kinds(&evs);
     warehouse_counts_match(&ch, &evs, &by_kind);
 }

@@ -50,7 +50,7 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
     let platform = start_platform(&ch).await;
     let sent = send(platform.local_addr(), &extract).await;
     assert_eq!(sent, extract.events.len());
-    run_warehouse_load(platform.local_addr()).await;
+    run_warehouse_load(platform.local_addr(), false).await;
 
     let counts = |ch: &hospital_testkit::ClickHouseServer| {
         (
@@ -76,7 +76,7 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
 
     // The same files again: staged again, absorbed by the warehouse.
     send(platform.local_addr(), &extract).await;
-    run_warehouse_load(platform.local_addr()).await;
+    run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(counts(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
 }
@@ -148,7 +148,7 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
     send(platform.local_addr(), &extract).await;
-    run_warehouse_load(platform.local_addr()).await;
+    run_warehouse_load(platform.local_addr(), false).await;
     let counts = |ch: &hospital_testkit::ClickHouseServer| {
         (
             count(
@@ -163,7 +163,7 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
     assert_eq!((first.0, first.1), (patients, encounters));
     assert!(first.2 > 0, "claims become charge lines");
     send(platform.local_addr(), &extract).await;
-    run_warehouse_load(platform.local_addr()).await;
+    run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(counts(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
 }

@@ -9,8 +9,6 @@ use std::path::PathBuf;
 
 use common::*;
 use hospital_platform::server::mllp::{frame, Frame, FrameDecoder};
-use hospital_proto::batch::batch_service_client::BatchServiceClient;
-use hospital_proto::batch::RunWarehouseLoadRequest;
 use hospital_sources::hl7v2::{parse_message, Message};
 use hospital_testkit::ClickHouseServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -103,16 +101,6 @@ async fn start(ch: &ClickHouseServer) -> hospital_platform::server::Platform {
     hospital_platform::server::start(c).await.expect("platform starts")
 }
 
-async fn run_load(addr: SocketAddr) {
-    let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
-    let mut progress = batch
-        .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
-        .await
-        .unwrap()
-        .into_inner();
-    while progress.message().await.expect("load succeeds").is_some() {}
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_messages_are_acked_after_staging() {
     let ch = clickhouse();
@@ -190,7 +178,7 @@ async fn real_messages_are_acked_after_staging() {
     assert_eq!(msa(&ack), ("AA".into(), control_id(&body)));
     assert_eq!(staged(&ch, "1|599102"), 2);
     assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 13);
-    run_load(platform.local_addr()).await;
+    run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(
         count(
             &ch,

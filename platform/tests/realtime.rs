@@ -7,8 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use hospital_proto::batch::batch_service_client::BatchServiceClient;
-use hospital_proto::batch::RunWarehouseLoadRequest;
 use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item};
 use hospital_proto::realtime::alert_service_client::AlertServiceClient;
 use hospital_proto::realtime::census_service_client::CensusServiceClient;
@@ -381,13 +379,7 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
         let platform = start_platform(&ch).await;
         let addr = platform.local_addr();
         if load_first {
-            let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
-            let mut progress = batch
-                .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
-                .await
-                .unwrap()
-                .into_inner();
-            while progress.message().await.unwrap().is_some() {}
+            run_warehouse_load(addr, false).await;
             platform.shutdown().await.unwrap();
             continue;
         }

@@ -35,3 +35,46 @@ pub use generated::hospital::{
 
 /// Encoded `FileDescriptorSet` of every hospital package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hospital_descriptor");
+
+impl events::clinical_event::Payload {
+    /// The payload case's name, as stored in `staging.events.kind` and used by filters.
+    pub fn kind(&self) -> &'static str {
+        use events::clinical_event::Payload::*;
+        match self {
+            PatientRegistered(_) => "patient_registered",
+            PatientUpdated(_) => "patient_updated",
+            Admission(_) => "admission",
+            Transfer(_) => "transfer",
+            Discharge(_) => "discharge",
+            EdArrival(_) => "ed_arrival",
+            EdTriage(_) => "ed_triage",
+            VitalSigns(_) => "vital_signs",
+            LabResult(_) => "lab_result",
+            MedicationOrder(_) => "medication_order",
+            MedicationDispense(_) => "medication_dispense",
+            MedicationAdministration(_) => "medication_administration",
+            BedStatus(_) => "bed_status",
+            ChargeLine(_) => "charge_line",
+            ReferenceData(_) => "reference_data",
+        }
+    }
+}
+
+/// Every value of [`events::clinical_event::Payload::kind`].
+pub const EVENT_KINDS: &[&str] = &[
+    "patient_registered",
+    "patient_updated",
+    "admission",
+    "transfer",
+    "discharge",
+    "ed_arrival",
+    "ed_triage",
+    "vital_signs",
+    "lab_result",
+    "medication_order",
+    "medication_dispense",
+    "medication_administration",
+    "bed_status",
+    "charge_line",
+    "reference_data",
+];

@@ -177,13 +177,6 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             let total = events.len() as u64;
-            let bar = ProgressBar::new(total).with_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}",
-                )
-                .context("progress template")?,
-            );
-            let mut rejected = 0usize;
             let opts = SenderOptions {
                 endpoint: cli.endpoint.clone(),
                 batch_size: if rate.is_some() { batch_size.min(50) } else { batch_size },
@@ -191,13 +184,7 @@ async fn main() -> anyhow::Result<()> {
                 rate,
                 ..Default::default()
             };
-            let report = send_events(events, &opts, |ack| {
-                rejected += ack.rejections.len();
-                bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
-                bar.set_message(format!("{rejected} rejected"));
-            })
-            .await?;
-            bar.finish();
+            let report = send_with_progress(events, &opts).await?;
             println!(
                 "sent {} events in {} requests over {:.1?}: {} committed (staging position {}), {} rejected, {} reconnects",
                 total,
@@ -491,26 +478,15 @@ async fn load(endpoint: &str, extract: hospital_client::load::Extract, batch_siz
         skipped,
     } = extract;
     let total = events.len() as u64;
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}")
-            .context("progress template")?,
-    );
-    let mut rejected = 0usize;
-    let report = send_events(
+    let report = send_with_progress(
         events,
         &SenderOptions {
             endpoint: endpoint.into(),
             batch_size,
             ..Default::default()
         },
-        |ack| {
-            rejected += ack.rejections.len();
-            bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
-            bar.set_message(format!("{rejected} rejected"));
-        },
     )
     .await?;
-    bar.finish();
     println!(
         "{total} events sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
         report.committed,
@@ -537,4 +513,24 @@ async fn load(endpoint: &str, extract: hospital_client::load::Extract, batch_siz
         println!("  skipped x{n}: {kind}");
     }
     Ok(())
+}
+
+/// Sends `events` at least once with a progress bar of acknowledged and rejected events.
+async fn send_with_progress(
+    events: Vec<hospital_proto::events::ClinicalEvent>,
+    opts: &SenderOptions,
+) -> anyhow::Result<hospital_client::sender::SendReport> {
+    let bar = ProgressBar::new(events.len() as u64).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}")
+            .context("progress template")?,
+    );
+    let mut rejected = 0usize;
+    let report = send_events(events, opts, |ack| {
+        rejected += ack.rejections.len();
+        bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
+        bar.set_message(format!("{rejected} rejected"));
+    })
+    .await?;
+    bar.finish();
+    Ok(report)
 }

@@ -310,7 +310,7 @@ impl Mapper {
                     counts.mapped += 1;
                     counts.events += list.len();
                     for ev in list {
-                        *summary.by_event.entry(kind(&ev.payload)).or_default() += 1;
+                        *summary.by_event.entry(ev.payload.kind()).or_default() += 1;
                         summary.unpriced_charge_lines += usize::from(ev.unpriced);
                         events.push(ClinicalEvent {
                             event_id: format!("{name}{}", ev.suffix),
@@ -331,26 +331,6 @@ impl Mapper {
             }
         }
         Mapped { events, summary }
-    }
-}
-
-fn kind(p: &Payload) -> &'static str {
-    match p {
-        Payload::PatientRegistered(_) => "patient_registered",
-        Payload::PatientUpdated(_) => "patient_updated",
-        Payload::Admission(_) => "admission",
-        Payload::Transfer(_) => "transfer",
-        Payload::Discharge(_) => "discharge",
-        Payload::EdArrival(_) => "ed_arrival",
-        Payload::EdTriage(_) => "ed_triage",
-        Payload::VitalSigns(_) => "vital_signs",
-        Payload::LabResult(_) => "lab_result",
-        Payload::MedicationOrder(_) => "medication_order",
-        Payload::MedicationDispense(_) => "medication_dispense",
-        Payload::MedicationAdministration(_) => "medication_administration",
-        Payload::BedStatus(_) => "bed_status",
-        Payload::ChargeLine(_) => "charge_line",
-        Payload::ReferenceData(_) => "reference_data",
     }
 }
 

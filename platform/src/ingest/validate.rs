@@ -32,43 +32,11 @@ const MAX_TEXT_LEN: usize = 1024;
 const EARLIEST_MS: i64 = -2_208_988_800_000;
 
 /// Every value of `staging.events.kind`.
-pub const KINDS: &[&str] = &[
-    "patient_registered",
-    "patient_updated",
-    "admission",
-    "transfer",
-    "discharge",
-    "ed_arrival",
-    "ed_triage",
-    "vital_signs",
-    "lab_result",
-    "medication_order",
-    "medication_dispense",
-    "medication_administration",
-    "bed_status",
-    "charge_line",
-    "reference_data",
-];
+pub const KINDS: &[&str] = hospital_proto::EVENT_KINDS;
 
 /// The payload case's name as stored in `staging.events.kind`.
 pub fn kind_of(payload: &Payload) -> &'static str {
-    match payload {
-        Payload::PatientRegistered(_) => "patient_registered",
-        Payload::PatientUpdated(_) => "patient_updated",
-        Payload::Admission(_) => "admission",
-        Payload::Transfer(_) => "transfer",
-        Payload::Discharge(_) => "discharge",
-        Payload::EdArrival(_) => "ed_arrival",
-        Payload::EdTriage(_) => "ed_triage",
-        Payload::VitalSigns(_) => "vital_signs",
-        Payload::LabResult(_) => "lab_result",
-        Payload::MedicationOrder(_) => "medication_order",
-        Payload::MedicationDispense(_) => "medication_dispense",
-        Payload::MedicationAdministration(_) => "medication_administration",
-        Payload::BedStatus(_) => "bed_status",
-        Payload::ChargeLine(_) => "charge_line",
-        Payload::ReferenceData(_) => "reference_data",
-    }
+    payload.kind()
 }
 
 /// Validates `event` and returns its canonical form, or every violation found.

@@ -204,13 +204,13 @@ pub fn shared_data(sub: &str) -> std::path::PathBuf {
     path
 }
 
-/// Runs one incremental warehouse load through `BatchService` and waits for it.
-pub async fn run_warehouse_load(addr: SocketAddr) {
+/// Runs one warehouse load through `BatchService` and waits for it to finish.
+pub async fn run_warehouse_load(addr: SocketAddr, full_reload: bool) {
     use hospital_proto::batch::batch_service_client::BatchServiceClient;
     use hospital_proto::batch::RunWarehouseLoadRequest;
     let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap());
     let mut progress = batch
-        .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
+        .run_warehouse_load(RunWarehouseLoadRequest { full_reload })
         .await
         .unwrap()
         .into_inner();
