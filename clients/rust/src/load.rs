@@ -119,3 +119,18 @@ pub fn fhir(path: &Path) -> std::io::Result<Extract> {
     }
     Ok(x)
 }
+
+/// The MIMIC-III (demo) CSV tables; each patient's dates are shifted back by whole weeks
+/// so that they lie in the past (see `hospital_sources::mimic`).
+pub fn mimic(dir: &Path) -> Result<Extract, hospital_sources::mimic::MimicError> {
+    use hospital_sources::mimic::{Export, Options};
+    let mut x = Extract::default();
+    let summary = Export::new(dir, Options::default()).read_all(|e| x.events.push(e))?;
+    x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
+    if summary.birth_dates_omitted > 0 {
+        *x.skipped
+            .entry("birth dates before 1900 after the shift (ages over 89 are masked in MIMIC)".into())
+            .or_default() += summary.birth_dates_omitted as usize;
+    }
+    Ok(x)
+}

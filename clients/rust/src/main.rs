@@ -88,7 +88,7 @@ enum Command {
         departments: Vec<String>,
     },
     /// Load files through the platform's ingest: `load fhir PATH`, `load hl7 PATH`,
-    /// `load synthea DIR`.
+    /// `load mimic DIR`, `load synthea DIR`.
     /// Prints progress and a summary of what was accepted and rejected and why; a second
     /// load of the same files adds nothing to the warehouse.
     Load {
@@ -123,6 +123,7 @@ enum Command {
 enum LoadSource {
     Fhir,
     Hl7,
+    Mimic,
     Synthea,
 }
 
@@ -322,6 +323,7 @@ async fn main() -> anyhow::Result<()> {
             let extract = match source {
                 LoadSource::Fhir => hospital_client::load::fhir(&path)?,
                 LoadSource::Hl7 => hospital_client::load::hl7(&path)?,
+                LoadSource::Mimic => hospital_client::load::mimic(&path)?,
                 LoadSource::Synthea => hospital_client::load::synthea(&path)?,
             };
             load(&cli.endpoint, extract, batch_size).await?;

@@ -1,0 +1,815 @@
+//! MIMIC-III (demo v1.4) CSV tables -> canonical `ClinicalEvent`s: patients, admissions
+//! and discharges, transfers, prescriptions and charted vital signs.
+//!
+//! Follows [`crate::synthea`]: columns found by header name (case-insensitive), every
+//! column the mapping reads is required ([`MimicError::MissingColumn`] refuses the file),
+//! a bad row is one [`MimicError`] naming file, 1-based line (header = line 1) and
+//! column, and the other rows still map. Validation stays at the platform's ingest door.
+//!
+//! Rules:
+//! - Dates: MIMIC shifts every patient into 2100-2210. Each patient's whole timeline is
+//!   moved back by a whole number of weeks (weekdays and intervals kept):
+//!   `shift_weeks = ceil((latest - anchor) / 1 week)` (0 if already before), where
+//!   `latest` is the patient's latest mapped time (ADMISSIONS.DISCHTIME, PATIENTS.DOD,
+//!   transfer, prescription and chart times), so every mapped time, `deceased_at` and
+//!   `ends_at` included, lands on or before [`Options::anchor`]. (Eight demo patients
+//!   have chart or prescription times after their last discharge and DOD; using only
+//!   DISCHTIME would push those into the future.) Unparseable times are left out of
+//!   `latest` and reported by their own rows.
+//! - Birth dates: MIMIC puts the DOB of patients over 89 about 300 years before
+//!   admission; a shifted DOB before 1900-01-01 is omitted and counted
+//!   ([`Summary::birth_dates_omitted`]).
+//! - PATIENTS -> `PatientRegistered` (MRN = SUBJECT_ID, sex from GENDER, `deceased_at`
+//!   from DOD) at the patient's first ADMITTIME minus one minute.
+//! - ADMISSIONS -> `Admission` at ADMITTIME (inpatient; department = CURR_CAREUNIT of
+//!   the admission's first TRANSFERS row in file order, or `WARD`; ward `W<CURR_WARDID>`)
+//!   and `Discharge` at DISCHTIME: DECEASED when HOSPITAL_EXPIRE_FLAG=1 or DEATHTIME is
+//!   set, else DISCHARGE_LOCATION `HOME*` -> HOME, SNF/REHAB/ICF/LONG TERM CARE/HOSPICE
+//!   -> CARE_FACILITY, `DISCH-TRAN*` -> TRANSFERRED, anything else -> OTHER.
+//! - TRANSFERS rows with EVENTTYPE `transfer` -> `Transfer` at INTIME (PREV_* -> from,
+//!   CURR_* -> to). `admit`/`discharge` rows are the admission and discharge themselves.
+//!   ICU stays (ICUSTAYS.csv) are not separate events: they are the moves into ICU care
+//!   units that the admissions and transfers already carry.
+//! - PRESCRIPTIONS -> `MedicationOrder` at STARTDATE (`ends_at` ENDDATE); drug code NDC,
+//!   or FORMULARY_DRUG_CD when NDC is 0 or empty; dose DOSE_VAL_RX when numeric, else 0.
+//! - CHARTEVENTS_VITALS.csv.gz -> one `VitalSigns` per (SUBJECT_ID, HADM_ID, CHARTTIME),
+//!   ITEMIDs mapped by [`vital_item`]; rows with ERROR=1, an empty VALUENUM or another
+//!   ITEMID are skipped and counted; the first value of a code in a set wins.
+//! - Event ids: `mimic/patients/<ROW_ID>`, `mimic/admissions/<ROW_ID>/admission` and
+//!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/prescriptions/<ROW_ID>`,
+//!   `mimic/chartevents/<SUBJECT_ID>/<HADM_ID>/<raw CHARTTIME>` (raw, so ids do not
+//!   depend on the anchor).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use hospital_proto::events::{
+    self as pb, clinical_event::Payload, AdministrativeSex, AdmissionType, ClinicalEvent, DischargeDisposition,
+    EncounterClass,
+};
+use prost_types::Timestamp;
+use time::macros::{date, datetime, format_description};
+use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+
+/// The tables that are read, in the order [`Export::read_all`] emits their events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MimicFile {
+    Patients,
+    Admissions,
+    Transfers,
+    Prescriptions,
+    ChartEventsVitals,
+}
+
+impl MimicFile {
+    pub const ALL: [Self; 5] = [
+        Self::Patients,
+        Self::Admissions,
+        Self::Transfers,
+        Self::Prescriptions,
+        Self::ChartEventsVitals,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Self::Patients => "PATIENTS.csv",
+            Self::Admissions => "ADMISSIONS.csv",
+            Self::Transfers => "TRANSFERS.csv",
+            Self::Prescriptions => "PRESCRIPTIONS.csv",
+            Self::ChartEventsVitals => "CHARTEVENTS_VITALS.csv.gz",
+        }
+    }
+
+    /// The columns the mapping reads; a header without one of them is refused.
+    pub fn required_columns(self) -> &'static [&'static str] {
+        match self {
+            Self::Patients => &["ROW_ID", "SUBJECT_ID", "GENDER", "DOB", "DOD"],
+            Self::Admissions => &[
+                "ROW_ID",
+                "SUBJECT_ID",
+                "HADM_ID",
+                "ADMITTIME",
+                "DISCHTIME",
+                "DEATHTIME",
+                "ADMISSION_TYPE",
+                "DISCHARGE_LOCATION",
+                "HOSPITAL_EXPIRE_FLAG",
+            ],
+            Self::Transfers => &[
+                "ROW_ID",
+                "SUBJECT_ID",
+                "HADM_ID",
+                "EVENTTYPE",
+                "PREV_CAREUNIT",
+                "CURR_CAREUNIT",
+                "PREV_WARDID",
+                "CURR_WARDID",
+                "INTIME",
+            ],
+            Self::Prescriptions => &[
+                "ROW_ID",
+                "SUBJECT_ID",
+                "HADM_ID",
+                "STARTDATE",
+                "ENDDATE",
+                "DRUG",
+                "FORMULARY_DRUG_CD",
+                "NDC",
+                "DOSE_VAL_RX",
+                "DOSE_UNIT_RX",
+                "ROUTE",
+            ],
+            Self::ChartEventsVitals => &["SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUENUM", "ERROR"],
+        }
+    }
+}
+
+/// Options of the mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// The events' `source_system`.
+    pub source_system: String,
+    /// Assigning authority of the MRNs (SUBJECT_IDs).
+    pub assigning_authority: String,
+    /// Every patient's latest time is shifted (by whole weeks) to on or before this.
+    pub anchor: OffsetDateTime,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            source_system: "mimic".to_owned(),
+            assigning_authority: "mimic".to_owned(),
+            anchor: datetime!(2025-01-01 0:00 UTC),
+        }
+    }
+}
+
+/// Why a file or a row could not be mapped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MimicError {
+    #[error("{file}: {message}")]
+    Io { file: &'static str, message: String },
+    #[error("{file}: required column {column} is missing from the header")]
+    MissingColumn { file: &'static str, column: &'static str },
+    #[error("{file} line {line}: {message}")]
+    Csv {
+        file: &'static str,
+        line: u64,
+        message: String,
+    },
+    #[error("{file} line {line}, column {column}: required value is empty")]
+    MissingValue {
+        file: &'static str,
+        line: u64,
+        column: &'static str,
+    },
+    #[error("{file} line {line}, column {column}: {value:?} {reason}")]
+    BadValue {
+        file: &'static str,
+        line: u64,
+        column: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+impl MimicError {
+    pub fn file(&self) -> &'static str {
+        match self {
+            Self::Io { file, .. }
+            | Self::MissingColumn { file, .. }
+            | Self::Csv { file, .. }
+            | Self::MissingValue { file, .. }
+            | Self::BadValue { file, .. } => file,
+        }
+    }
+
+    pub fn line(&self) -> Option<u64> {
+        match self {
+            Self::Csv { line, .. } | Self::MissingValue { line, .. } | Self::BadValue { line, .. } => Some(*line),
+            Self::Io { .. } | Self::MissingColumn { .. } => None,
+        }
+    }
+
+    pub fn column(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingColumn { column, .. } | Self::MissingValue { column, .. } | Self::BadValue { column, .. } => {
+                Some(column)
+            }
+            Self::Io { .. } | Self::Csv { .. } => None,
+        }
+    }
+}
+
+/// A vital-sign ITEMID -> (LOINC, UCUM unit); `None` for items not mapped.
+pub fn vital_item(item_id: &str) -> Option<(&'static str, &'static str)> {
+    Some(match item_id {
+        "211" | "220045" => ("8867-4", "/min"),
+        "618" | "615" | "220210" | "224690" => ("9279-1", "/min"),
+        "646" | "220277" => ("59408-5", "%"),
+        "51" | "455" | "220179" | "220050" => ("8480-6", "mm[Hg]"),
+        "678" | "223761" => ("8310-5", "[degF]"),
+        "676" | "223762" => ("8310-5", "Cel"),
+        _ => return None,
+    })
+}
+
+/// Whole weeks to move a timeline back so that `latest` lands on or before `anchor`.
+pub fn shift_weeks(latest: OffsetDateTime, anchor: OffsetDateTime) -> i64 {
+    let secs = (latest - anchor).whole_seconds();
+    if secs <= 0 {
+        0
+    } else {
+        (secs + WEEK - 1) / WEEK
+    }
+}
+
+const WEEK: i64 = 7 * 24 * 3600;
+
+/// One table read into memory with its header index.
+struct Table {
+    file: MimicFile,
+    index: HashMap<&'static str, usize>,
+    rows: Vec<(u64, csv::StringRecord)>,
+}
+
+#[derive(Clone, Copy)]
+struct Row<'a> {
+    table: &'a Table,
+    record: &'a csv::StringRecord,
+    line: u64,
+}
+
+impl<'a> Row<'a> {
+    fn file(&self) -> &'static str {
+        self.table.file.file_name()
+    }
+
+    fn opt(&self, column: &'static str) -> Option<&'a str> {
+        let i = *self
+            .table
+            .index
+            .get(column)
+            .unwrap_or_else(|| panic!("{column} is not a required column of {}", self.file()));
+        self.record.get(i).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    fn req(&self, column: &'static str) -> Result<&'a str, MimicError> {
+        self.opt(column).ok_or(MimicError::MissingValue {
+            file: self.file(),
+            line: self.line,
+            column,
+        })
+    }
+
+    fn bad(&self, column: &'static str, value: &str, reason: &str) -> MimicError {
+        MimicError::BadValue {
+            file: self.file(),
+            line: self.line,
+            column,
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// `YYYY-MM-DD HH:MM:SS` (UTC), unshifted.
+    fn time(&self, column: &'static str) -> Result<Option<OffsetDateTime>, MimicError> {
+        let Some(v) = self.opt(column) else { return Ok(None) };
+        parse_time(v)
+            .map(Some)
+            .ok_or_else(|| self.bad(column, v, "is not a YYYY-MM-DD HH:MM:SS date-time"))
+    }
+
+    fn req_time(&self, column: &'static str) -> Result<OffsetDateTime, MimicError> {
+        let v = self.req(column)?;
+        parse_time(v).ok_or_else(|| self.bad(column, v, "is not a YYYY-MM-DD HH:MM:SS date-time"))
+    }
+}
+
+fn parse_time(v: &str) -> Option<OffsetDateTime> {
+    PrimitiveDateTime::parse(v, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+        .ok()
+        .map(PrimitiveDateTime::assume_utc)
+}
+
+fn timestamp(t: OffsetDateTime) -> Timestamp {
+    Timestamp {
+        seconds: t.unix_timestamp(),
+        nanos: t.nanosecond() as i32,
+    }
+}
+
+fn location(unit: Option<&str>, ward: Option<&str>) -> pb::Location {
+    pb::Location {
+        department_code: unit.unwrap_or("WARD").to_owned(),
+        ward_code: ward.map(|w| format!("W{w}")).unwrap_or_default(),
+        bed_code: String::new(),
+    }
+}
+
+/// DISCHARGE_LOCATION -> disposition (death is decided before, from the flags).
+pub fn disposition(discharge_location: &str) -> DischargeDisposition {
+    let l = discharge_location.to_ascii_uppercase();
+    if l.starts_with("HOME") {
+        DischargeDisposition::Home
+    } else if ["SNF", "REHAB", "ICF", "LONG TERM CARE", "HOSPICE", "SHORT TERM"]
+        .iter()
+        .any(|p| l.starts_with(p))
+    {
+        DischargeDisposition::CareFacility
+    } else if l.starts_with("DISCH-TRAN") {
+        DischargeDisposition::Transferred
+    } else {
+        DischargeDisposition::Other
+    }
+}
+
+/// A MIMIC-III export directory.
+#[derive(Debug, Clone)]
+pub struct Export {
+    dir: PathBuf,
+    options: Options,
+}
+
+/// What [`Export::read_all`] did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Data rows read per file.
+    pub rows: BTreeMap<MimicFile, u64>,
+    /// Events made per file.
+    pub events: BTreeMap<MimicFile, u64>,
+    /// Rows deliberately not mapped: admit/discharge TRANSFERS rows, chart rows with
+    /// ERROR=1, an empty VALUENUM or an unmapped ITEMID.
+    pub skipped: BTreeMap<MimicFile, u64>,
+    /// Patients whose shifted DOB fell before 1900 (birth date left out).
+    pub birth_dates_omitted: u64,
+    /// Weeks each patient (SUBJECT_ID) was shifted back.
+    pub shift_weeks: BTreeMap<String, i64>,
+    /// Rows that could not be mapped, in file then line order.
+    pub errors: Vec<MimicError>,
+}
+
+struct Ctx<'o> {
+    opts: &'o Options,
+    shifts: HashMap<String, i64>,
+}
+
+impl Ctx<'_> {
+    fn shifted(&self, row: &Row<'_>, t: OffsetDateTime) -> Result<OffsetDateTime, MimicError> {
+        let subject = row.req("SUBJECT_ID")?;
+        let weeks = self
+            .shifts
+            .get(subject)
+            .ok_or_else(|| row.bad("SUBJECT_ID", subject, "has no dated rows to anchor the date shift"))?;
+        Ok(t - Duration::weeks(*weeks))
+    }
+
+    fn event(
+        &self,
+        id: String,
+        row: &Row<'_>,
+        at: OffsetDateTime,
+        payload: Payload,
+    ) -> Result<ClinicalEvent, MimicError> {
+        Ok(ClinicalEvent {
+            event_id: id,
+            source_system: self.opts.source_system.clone(),
+            occurred_at: Some(timestamp(at)),
+            patient: Some(pb::PatientRef {
+                mrn: row.req("SUBJECT_ID")?.to_owned(),
+                assigning_authority: self.opts.assigning_authority.clone(),
+            }),
+            payload: Some(payload),
+        })
+    }
+}
+
+impl Export {
+    pub fn new(dir: impl Into<PathBuf>, options: Options) -> Self {
+        Self {
+            dir: dir.into(),
+            options,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn load(&self, file: MimicFile, errors: &mut Vec<MimicError>) -> Result<Table, MimicError> {
+        let path = self.dir.join(file.file_name());
+        let f = File::open(&path).map_err(|e| MimicError::Io {
+            file: file.file_name(),
+            message: format!("cannot open {}: {e}", path.display()),
+        })?;
+        let input: Box<dyn Read> = if file.file_name().ends_with(".gz") {
+            Box::new(flate2::read::MultiGzDecoder::new(f))
+        } else {
+            Box::new(f)
+        };
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
+        let header = reader.headers().map_err(|e| MimicError::Io {
+            file: file.file_name(),
+            message: format!("cannot read the header: {e}"),
+        })?;
+        let names: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
+        let mut index = HashMap::new();
+        for &column in file.required_columns() {
+            let i = names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(column))
+                .ok_or(MimicError::MissingColumn {
+                    file: file.file_name(),
+                    column,
+                })?;
+            index.insert(column, i);
+        }
+        let mut rows = Vec::new();
+        for record in reader.records() {
+            match record {
+                Ok(r) => {
+                    let line = r.position().map_or(0, csv::Position::line);
+                    rows.push((line, r));
+                }
+                Err(e) => {
+                    let line = e.position().map_or(0, csv::Position::line);
+                    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                        return Err(MimicError::Io {
+                            file: file.file_name(),
+                            message: e.to_string(),
+                        });
+                    }
+                    errors.push(MimicError::Csv {
+                        file: file.file_name(),
+                        line,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(Table { file, index, rows })
+    }
+
+    /// Reads the five tables, computes each patient's week shift, then hands every
+    /// event to `sink` in [`MimicFile::ALL`] order. Row errors are collected in the
+    /// summary; a file that cannot be opened or lacks a required column stops the read.
+    pub fn read_all(&self, mut sink: impl FnMut(ClinicalEvent)) -> Result<Summary, MimicError> {
+        let mut summary = Summary::default();
+        let mut csv_errors = Vec::new();
+        let mut tables = Vec::new();
+        for file in MimicFile::ALL {
+            let t = self.load(file, &mut csv_errors)?;
+            summary.rows.insert(file, t.rows.len() as u64);
+            tables.push(t);
+        }
+        summary.errors.extend(csv_errors);
+        let [patients, admissions, transfers, prescriptions, vitals] = &tables[..] else {
+            unreachable!("five tables")
+        };
+        let (patients, admissions, transfers, prescriptions, vitals) = (
+            rows(patients),
+            rows(admissions),
+            rows(transfers),
+            rows(prescriptions),
+            rows(vitals),
+        );
+
+        // Pass 1: each patient's latest time, first admission, each admission's first transfer row.
+        let mut latest: HashMap<String, OffsetDateTime> = HashMap::new();
+        let times: [(&[Row<'_>], &[&'static str]); 5] = [
+            (&patients, &["DOD"]),
+            (&admissions, &["ADMITTIME", "DISCHTIME"]),
+            (&transfers, &["INTIME"]),
+            (&prescriptions, &["STARTDATE", "ENDDATE"]),
+            (&vitals, &["CHARTTIME"]),
+        ];
+        for (rows, columns) in times {
+            for row in rows {
+                let Some(subject) = row.opt("SUBJECT_ID") else { continue };
+                for &c in columns {
+                    if let Ok(Some(t)) = row.time(c) {
+                        let e = latest.entry(subject.to_owned()).or_insert(t);
+                        *e = (*e).max(t);
+                    }
+                }
+            }
+        }
+        let shifts: HashMap<String, i64> = latest
+            .iter()
+            .map(|(s, t)| (s.clone(), shift_weeks(*t, self.options.anchor)))
+            .collect();
+        summary.shift_weeks = shifts.iter().map(|(s, w)| (s.clone(), *w)).collect();
+        let mut first_admit: HashMap<&str, OffsetDateTime> = HashMap::new();
+        for row in &admissions {
+            if let (Some(s), Ok(Some(t))) = (row.opt("SUBJECT_ID"), row.time("ADMITTIME")) {
+                let e = first_admit.entry(s).or_insert(t);
+                *e = (*e).min(t);
+            }
+        }
+        let mut first_transfer: HashMap<&str, Row<'_>> = HashMap::new();
+        for row in &transfers {
+            if let Some(h) = row.opt("HADM_ID") {
+                first_transfer.entry(h).or_insert(*row);
+            }
+        }
+        let ctx = Ctx {
+            opts: &self.options,
+            shifts,
+        };
+        let mut emit =
+            |file: MimicFile, summary: &mut Summary, result: Result<Vec<ClinicalEvent>, MimicError>| match result {
+                Ok(events) => {
+                    *summary.events.entry(file).or_default() += events.len() as u64;
+                    events.into_iter().for_each(&mut sink);
+                }
+                Err(e) => summary.errors.push(e),
+            };
+
+        for row in &patients {
+            let r = patient(&ctx, row, &first_admit, &mut summary.birth_dates_omitted);
+            emit(MimicFile::Patients, &mut summary, r.map(|e| vec![e]));
+        }
+        for row in &admissions {
+            let first = row.opt("HADM_ID").and_then(|h| first_transfer.get(h));
+            emit(MimicFile::Admissions, &mut summary, admission(&ctx, row, first));
+        }
+        for row in &transfers {
+            if !row.opt("EVENTTYPE").is_some_and(|t| t.eq_ignore_ascii_case("transfer")) {
+                *summary.skipped.entry(MimicFile::Transfers).or_default() += 1;
+                continue;
+            }
+            emit(MimicFile::Transfers, &mut summary, transfer(&ctx, row).map(|e| vec![e]));
+        }
+        for row in &prescriptions {
+            emit(
+                MimicFile::Prescriptions,
+                &mut summary,
+                prescription(&ctx, row).map(|e| vec![e]),
+            );
+        }
+        // Vital sets keyed by raw (SUBJECT_ID, HADM_ID, CHARTTIME), first row of each kept for the envelope.
+        let mut sets: BTreeMap<(&str, &str, &str), VitalSet<'_>> = BTreeMap::new();
+        for row in &vitals {
+            match vital_row(row) {
+                Ok(None) => *summary.skipped.entry(MimicFile::ChartEventsVitals).or_default() += 1,
+                Ok(Some((t, obs))) => {
+                    let key = (
+                        row.opt("SUBJECT_ID").unwrap_or_default(),
+                        row.opt("HADM_ID").unwrap_or_default(),
+                        row.opt("CHARTTIME").unwrap_or_default(),
+                    );
+                    let set = sets.entry(key).or_insert_with(|| (*row, t, Vec::new()));
+                    if !set.2.iter().any(|o| o.loinc_code == obs.loinc_code) {
+                        set.2.push(obs);
+                    }
+                }
+                Err(e) => summary.errors.push(e),
+            }
+        }
+        for ((subject, hadm, time), (row, t, observations)) in sets {
+            let id = format!("mimic/chartevents/{subject}/{hadm}/{}", time.replace(' ', "T"));
+            let r = ctx.shifted(&row, t).and_then(|at| {
+                ctx.event(
+                    id,
+                    &row,
+                    at,
+                    Payload::VitalSigns(pb::VitalSigns {
+                        encounter_id: hadm.to_owned(),
+                        observations,
+                        ..Default::default()
+                    }),
+                )
+            });
+            emit(MimicFile::ChartEventsVitals, &mut summary, r.map(|e| vec![e]));
+        }
+        summary.errors.sort_by_key(|e| {
+            let file = MimicFile::ALL.iter().position(|f| f.file_name() == e.file());
+            (file, e.line())
+        });
+        Ok(summary)
+    }
+}
+
+/// A vital-sign set being built: its first row (for the envelope), raw time, values.
+type VitalSet<'a> = (Row<'a>, OffsetDateTime, Vec<pb::Observation>);
+
+fn rows(t: &Table) -> Vec<Row<'_>> {
+    t.rows
+        .iter()
+        .map(|(line, record)| Row {
+            table: t,
+            record,
+            line: *line,
+        })
+        .collect()
+}
+
+fn patient(
+    ctx: &Ctx<'_>,
+    row: &Row<'_>,
+    first_admit: &HashMap<&str, OffsetDateTime>,
+    omitted: &mut u64,
+) -> Result<ClinicalEvent, MimicError> {
+    let row_id = row.req("ROW_ID")?;
+    let subject = row.req("SUBJECT_ID")?;
+    let admit = *first_admit
+        .get(subject)
+        .ok_or_else(|| row.bad("SUBJECT_ID", subject, "has no admission to time the registration"))?;
+    let at = ctx.shifted(row, admit)? - Duration::minutes(1);
+    let dob = ctx.shifted(row, row.req_time("DOB")?)?.date();
+    let birth_date = if dob < date!(1900 - 01 - 01) {
+        *omitted += 1;
+        None
+    } else {
+        Some(pb::Date {
+            year: dob.year(),
+            month: i32::from(u8::from(dob.month())),
+            day: i32::from(dob.day()),
+        })
+    };
+    let deceased_at = match row.time("DOD")? {
+        Some(t) => Some(timestamp(ctx.shifted(row, t)?)),
+        None => None,
+    };
+    let sex = match row.opt("GENDER").map(str::to_ascii_uppercase).as_deref() {
+        Some("F") => AdministrativeSex::Female,
+        Some("M") => AdministrativeSex::Male,
+        None => AdministrativeSex::Unspecified,
+        Some(_) => AdministrativeSex::Unknown,
+    };
+    ctx.event(
+        format!("mimic/patients/{row_id}"),
+        row,
+        at,
+        Payload::PatientRegistered(pb::PatientDemographics {
+            birth_date,
+            sex: sex as i32,
+            deceased_at,
+            ..Default::default()
+        }),
+    )
+}
+
+fn admission(ctx: &Ctx<'_>, row: &Row<'_>, first_transfer: Option<&Row<'_>>) -> Result<Vec<ClinicalEvent>, MimicError> {
+    let row_id = row.req("ROW_ID")?;
+    let hadm = row.req("HADM_ID")?;
+    let admit = ctx.shifted(row, row.req_time("ADMITTIME")?)?;
+    let disch = ctx.shifted(row, row.req_time("DISCHTIME")?)?;
+    let kind = row.req("ADMISSION_TYPE")?;
+    let admission_type = match kind.to_ascii_uppercase().as_str() {
+        "EMERGENCY" => AdmissionType::Emergency,
+        "ELECTIVE" => AdmissionType::Elective,
+        "URGENT" => AdmissionType::Urgent,
+        "NEWBORN" => AdmissionType::Newborn,
+        _ => return Err(row.bad("ADMISSION_TYPE", kind, "is not EMERGENCY, ELECTIVE, URGENT or NEWBORN")),
+    };
+    let location = first_transfer.map_or_else(
+        || location(None, None),
+        |t| location(t.opt("CURR_CAREUNIT"), t.opt("CURR_WARDID")),
+    );
+    let died = row.opt("HOSPITAL_EXPIRE_FLAG") == Some("1") || row.time("DEATHTIME")?.is_some();
+    let disposition = if died {
+        DischargeDisposition::Deceased
+    } else {
+        disposition(row.opt("DISCHARGE_LOCATION").unwrap_or_default())
+    };
+    Ok(vec![
+        ctx.event(
+            format!("mimic/admissions/{row_id}/admission"),
+            row,
+            admit,
+            Payload::Admission(pb::Admission {
+                encounter_id: hadm.to_owned(),
+                encounter_class: EncounterClass::Inpatient as i32,
+                admission_type: admission_type as i32,
+                location: Some(location),
+                ..Default::default()
+            }),
+        )?,
+        ctx.event(
+            format!("mimic/admissions/{row_id}/discharge"),
+            row,
+            disch,
+            Payload::Discharge(pb::Discharge {
+                encounter_id: hadm.to_owned(),
+                disposition: disposition as i32,
+            }),
+        )?,
+    ])
+}
+
+fn transfer(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicError> {
+    let row_id = row.req("ROW_ID")?;
+    let at = ctx.shifted(row, row.req_time("INTIME")?)?;
+    ctx.event(
+        format!("mimic/transfers/{row_id}"),
+        row,
+        at,
+        Payload::Transfer(pb::Transfer {
+            encounter_id: row.req("HADM_ID")?.to_owned(),
+            from: Some(location(row.opt("PREV_CAREUNIT"), row.opt("PREV_WARDID"))),
+            to: Some(location(row.opt("CURR_CAREUNIT"), row.opt("CURR_WARDID"))),
+        }),
+    )
+}
+
+fn prescription(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicError> {
+    let row_id = row.req("ROW_ID")?;
+    let start = ctx.shifted(row, row.req_time("STARTDATE")?)?;
+    let ends_at = match row.time("ENDDATE")? {
+        Some(t) => Some(timestamp(ctx.shifted(row, t)?)),
+        None => None,
+    };
+    let drug_code = match row.opt("NDC").filter(|n| !n.trim_start_matches('0').is_empty()) {
+        Some(ndc) => ndc,
+        None => row.opt("FORMULARY_DRUG_CD").unwrap_or_default(),
+    };
+    let dose_value = row
+        .opt("DOSE_VAL_RX")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite())
+        .unwrap_or(0.0);
+    ctx.event(
+        format!("mimic/prescriptions/{row_id}"),
+        row,
+        start,
+        Payload::MedicationOrder(pb::MedicationOrder {
+            order_id: row_id.to_owned(),
+            encounter_id: row.opt("HADM_ID").unwrap_or_default().to_owned(),
+            drug_code: drug_code.to_owned(),
+            drug_name: row.opt("DRUG").unwrap_or_default().to_owned(),
+            dose_value,
+            dose_unit: row.opt("DOSE_UNIT_RX").unwrap_or_default().to_owned(),
+            route: row.opt("ROUTE").unwrap_or_default().to_owned(),
+            frequency: String::new(),
+            starts_at: Some(timestamp(start)),
+            ends_at,
+        }),
+    )
+}
+
+/// A chart row -> (raw time, observation); `None` when skipped.
+fn vital_row(row: &Row<'_>) -> Result<Option<(OffsetDateTime, pb::Observation)>, MimicError> {
+    if row.opt("ERROR") == Some("1") {
+        return Ok(None);
+    }
+    let Some((loinc, unit)) = row.opt("ITEMID").and_then(vital_item) else {
+        return Ok(None);
+    };
+    let Some(v) = row.opt("VALUENUM") else { return Ok(None) };
+    let value = v
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite())
+        .ok_or_else(|| row.bad("VALUENUM", v, "is not a finite number"))?;
+    let t = row.req_time("CHARTTIME")?;
+    Ok(Some((
+        t,
+        pb::Observation {
+            loinc_code: loinc.to_owned(),
+            value,
+            unit: unit.to_owned(),
+        },
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_is_whole_weeks_and_lands_before_anchor() {
+        let anchor = datetime!(2025-01-01 0:00 UTC);
+        assert_eq!(shift_weeks(datetime!(2024-12-31 0:00 UTC), anchor), 0);
+        assert_eq!(shift_weeks(datetime!(2025-01-01 0:00 UTC), anchor), 0);
+        assert_eq!(shift_weeks(datetime!(2025-01-01 0:00:01 UTC), anchor), 1);
+        assert_eq!(shift_weeks(datetime!(2025-01-08 0:00 UTC), anchor), 1);
+        let latest = datetime!(2164-11-01 17:15 UTC);
+        let w = shift_weeks(latest, anchor);
+        let shifted = latest - Duration::weeks(w);
+        assert!(shifted <= anchor && shifted > anchor - Duration::weeks(1));
+        assert_eq!(shifted.weekday(), latest.weekday());
+    }
+
+    #[test]
+    fn dispositions_and_items() {
+        assert_eq!(disposition("HOME HEALTH CARE"), DischargeDisposition::Home);
+        assert_eq!(disposition("SNF"), DischargeDisposition::CareFacility);
+        assert_eq!(
+            disposition("REHAB/DISTINCT PART HOSP"),
+            DischargeDisposition::CareFacility
+        );
+        assert_eq!(
+            disposition("DISCH-TRAN TO PSYCH HOSP"),
+            DischargeDisposition::Transferred
+        );
+        assert_eq!(disposition("OTHER FACILITY"), DischargeDisposition::Other);
+        assert_eq!(vital_item("220045"), Some(("8867-4", "/min")));
+        assert_eq!(vital_item("678"), Some(("8310-5", "[degF]")));
+        assert_eq!(vital_item("8368"), None);
+    }
+}
