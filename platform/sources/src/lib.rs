@@ -17,3 +17,4 @@ pub mod fhir;
 pub mod hl7v2;
 pub mod mimic;
 pub mod synthea;
+pub mod table;

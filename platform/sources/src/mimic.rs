@@ -147,63 +147,8 @@ impl Default for Options {
     }
 }
 
-/// Why a file or a row could not be mapped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MimicError {
-    #[error("{file}: {message}")]
-    Io { file: &'static str, message: String },
-    #[error("{file}: required column {column} is missing from the header")]
-    MissingColumn { file: &'static str, column: &'static str },
-    #[error("{file} line {line}: {message}")]
-    Csv {
-        file: &'static str,
-        line: u64,
-        message: String,
-    },
-    #[error("{file} line {line}, column {column}: required value is empty")]
-    MissingValue {
-        file: &'static str,
-        line: u64,
-        column: &'static str,
-    },
-    #[error("{file} line {line}, column {column}: {value:?} {reason}")]
-    BadValue {
-        file: &'static str,
-        line: u64,
-        column: &'static str,
-        value: String,
-        reason: String,
-    },
-}
-
-impl MimicError {
-    pub fn file(&self) -> &'static str {
-        match self {
-            Self::Io { file, .. }
-            | Self::MissingColumn { file, .. }
-            | Self::Csv { file, .. }
-            | Self::MissingValue { file, .. }
-            | Self::BadValue { file, .. } => file,
-        }
-    }
-
-    pub fn line(&self) -> Option<u64> {
-        match self {
-            Self::Csv { line, .. } | Self::MissingValue { line, .. } | Self::BadValue { line, .. } => Some(*line),
-            Self::Io { .. } | Self::MissingColumn { .. } => None,
-        }
-    }
-
-    pub fn column(&self) -> Option<&'static str> {
-        match self {
-            Self::MissingColumn { column, .. } | Self::MissingValue { column, .. } | Self::BadValue { column, .. } => {
-                Some(column)
-            }
-            Self::Io { .. } | Self::Csv { .. } => None,
-        }
-    }
-}
+/// Why a file or a row could not be mapped (the same errors as the Synthea export's).
+pub type MimicError = crate::table::TableError;
 
 /// A vital-sign ITEMID -> (LOINC, UCUM unit); `None` for items not mapped.
 pub fn vital_item(item_id: &str) -> Option<(&'static str, &'static str)> {
