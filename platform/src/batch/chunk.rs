@@ -20,6 +20,7 @@ use super::dedup::{first_in_chunk, not_loaded_before};
 use super::progress::Progress;
 use super::transform::{self, ChunkPlan, Decoded, StagedPayload};
 use crate::error::{Error, Result};
+use crate::now_ms;
 use crate::warehouse::bookkeeping::{self, EventKey, LoadError};
 use crate::warehouse::encounter::{self, EncounterState};
 use crate::warehouse::patient::{self, DimPatient};
@@ -291,10 +292,4 @@ async fn load_encounters(wh: &Client, plan: &ChunkPlan, version: Version) -> Res
     }
     let n = encounter::write(wh, &rows).await?;
     Ok((n, dates))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }

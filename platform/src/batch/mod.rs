@@ -30,8 +30,9 @@ use tracing::Instrument;
 use crate::config::ClickHouseConfig;
 use crate::db;
 use crate::error::Result;
+use crate::now_ms;
 use crate::warehouse::bookkeeping::{self, LoadRun, Watermark, PIPELINE};
-use chunk::{bounded, now_ms, Clients};
+use chunk::{bounded, Clients};
 use progress::Progress;
 
 /// What one run did.

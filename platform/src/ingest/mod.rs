@@ -12,6 +12,7 @@ use hospital_proto::ingest as pb;
 use prost::Message;
 
 use crate::error::{Error, Result, Violation};
+use crate::now_ms;
 use crate::staging::{CommitInfo, StagedEvent};
 pub use validate::{kind_of, validate, Limits, ValidEvent, KINDS};
 
@@ -85,13 +86,6 @@ impl PendingAck {
             violations,
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Validates every event of `req`. Fails as a whole only when the request itself is

@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::now_ms;
 use crate::realtime::next_or_stop;
 use crate::realtime::processor::Realtime;
 
@@ -24,13 +25,6 @@ use crate::realtime::processor::Realtime;
 const SUBSCRIBER_QUEUE: usize = 256;
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 fn poisoned() -> Status {
     Status::internal("real-time state unavailable")
