@@ -71,6 +71,8 @@ fn counts_by_message_type() {
                         Payload::PatientUpdated(_) => "patient_updated",
                         Payload::LabResult(_) => "lab_result",
                         Payload::VitalSigns(_) => "vital_signs",
+                        Payload::MedicationOrder(_) => "medication_order",
+                        Payload::MedicationDispense(_) => "medication_dispense",
                         other => panic!("unexpected payload {other:?}"),
                     };
                     *kinds.entry(kind).or_default() += 1;
@@ -93,12 +95,17 @@ fn counts_by_message_type() {
         // LAB-ORU-1 (8 numeric OBX), LAB-ORU-2 (10), the NIST CBC (19), RMGEAD (1 SN);
         // ORU-R01-01 has no single numeric OBX-5.
         ("ORU^R01", (4, 38, 1)),
+        // One order per ORC/RXE group: the -01 samples have one, the -02 samples two.
+        ("RDE^O11", (2, 3, 0)),
+        ("RDE^O25", (2, 3, 0)),
+        // One dispense per RXD: RDS-O13-01 has one, RDS-O13-02 two.
+        ("RDS^O13", (2, 3, 0)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
     assert_eq!(by_type, want);
-    assert_eq!(unsupported, 139 - 17 - 8);
+    assert_eq!(unsupported, 139 - 23 - 8);
     let want_kinds: BTreeMap<&str, usize> = [
         ("admission", 3),
         ("transfer", 2),
@@ -106,6 +113,8 @@ fn counts_by_message_type() {
         ("patient_registered", 4),
         ("patient_updated", 4),
         ("lab_result", 38),
+        ("medication_order", 6),
+        ("medication_dispense", 3),
     ]
     .into_iter()
     .collect();

@@ -1,4 +1,5 @@
-//! HL7 v2 -> canonical `ClinicalEvent`s: ADT (A01-A04, A08, A28, A31) and ORU^R01.
+//! HL7 v2 -> canonical `ClinicalEvent`s: ADT (A01-A04, A08, A28, A31), ORU^R01, and the
+//! pharmacy messages RDE (encoded order), RDS (dispense) and RAS (administration).
 //!
 //! Owns which HL7 field feeds which event field. Pure: no I/O, no clock, no validation
 //! beyond what mapping needs (ranges, units and required event fields are the ingest
@@ -11,9 +12,38 @@
 //! - `source_system` = MSH-3 (sending application), else the sending facility.
 //! - Patient: the PID-3 repetition whose identifier type (CX-5) is `MR`, else the first;
 //!   assigning authority is CX-4 (its namespace id).
-//! - `occurred_at`: EVN-2 (else EVN-6) for ADT; OBX-14 (else OBR-7) for results; else
-//!   MSH-7.
+//! - `occurred_at`: EVN-2 (else EVN-6) for ADT; OBX-14 (else OBR-7) for results; ORC-9
+//!   (date/time of transaction) of the order's ORC for orders; RXD-3 (date/time
+//!   dispensed), else ORC-9, for dispenses; else MSH-7. Administrations need RXA-3 (start
+//!   of administration): the time a dose was given is the fact itself, never guessed.
 //! - Missing data that an event cannot do without is a [`MapError`] naming the HL7 field.
+//!
+//! Pharmacy (RDE^O11/O25 and RDS^O13, RAS^O17, and their 2.3 form with trigger O01):
+//! - Each ORC opens an order group; RDE makes one `MedicationOrder` per group (its RXE),
+//!   RDS one `MedicationDispense` per RXD, RAS one `MedicationAdministration` per RXA. A
+//!   group without its RXE/RXD/RXA is an error naming the segment.
+//! - Order id: ORC-2 (placer order number, EI.1), else ORC-3 (filler), else the
+//!   prescription number (RXE-15, RXD-7), so dispenses and administrations point at the
+//!   order the prescriber's system knows. Encounter: PV1-19 (optional, as for results).
+//! - Drug: RXE-2 / RXD-2 / RXA-5 (CWE). Code = CWE.1 and name = CWE.2 (else the original
+//!   text CWE.9), as sent in whatever coding system CWE.3 names (NDC in the samples,
+//!   RxNorm, or a local formulary; the system itself is not kept), except that an RxNorm
+//!   alternate (CWE.4-6 with system `RXNORM`) wins over a non-RxNorm primary, as the FHIR
+//!   mapping prefers RxNorm.
+//! - Dose: RXE-3 (give amount, minimum) in RXE-5; RXD-4 (actual dispense amount) in
+//!   RXD-5; RXA-6 (administered amount) in RXA-7. A strict HL7 NM number. A unit is the
+//!   CWE.1 code when CWE.3 is a units system (UCUM, ISO+, ANS+), else its text CWE.2
+//!   (`385055001^Tablet^SCT` is "Tablet"), else CWE.1. RXE-5 and RXD-5 are required with
+//!   an amount; RXA-7 may be left out when the product implies it (HL7: conditional), and
+//!   then the unit is UCUM's unity `1` (one tablet, one puff), as in the FHIR mapping.
+//! - Route: RXR-1 (code, else text) of the RXR after the RXD/RXA, else the one after the
+//!   RXE (the encoded order), else the one after RXO (the order as written).
+//! - Order timing: the TQ1 after the RXE, else RXE-1 (TQ, before 2.5), else the TQ1 after
+//!   the ORC. Frequency = the repeat pattern code (TQ1-3 RPT.1, RXE-1 TQ.2), `starts_at` /
+//!   `ends_at` = TQ1-7 / TQ1-8 (RXE-1 TQ.4 / TQ.5).
+//! - An RXA with completion status (RXA-20) RE (refused) or NA (not administered), or
+//!   action code (RXA-21) D (deleted), records no dose given and makes no event; a RAS
+//!   with nothing else is an error naming RXA-20.
 
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, AbnormalFlag, AdministrativeSex, AdmissionType, ClinicalEvent,
@@ -41,7 +71,10 @@ pub struct MapOptions {
 #[non_exhaustive]
 pub enum MapError {
     /// A message type or trigger event the platform does not take (answer AR).
-    #[error("unsupported message type {message_type}: supported are ADT^A01/A02/A03/A04/A08/A28/A31 and ORU^R01")]
+    #[error(
+        "unsupported message type {message_type}: supported are ADT^A01/A02/A03/A04/A08/A28/A31, ORU^R01, \
+         RDE^O01/O11/O25, RDS^O01/O13 and RAS^O01/O17"
+    )]
     Unsupported { message_type: String },
     /// A field the event needs is absent or empty (answer AE).
     #[error("{field} ({what}) is empty")]
@@ -86,6 +119,9 @@ pub fn to_events(msg: &Message, opts: &MapOptions) -> Result<Vec<ClinicalEvent>,
     let payloads: Vec<(Payload, Timestamp)> = match (msg.message_type(), trigger) {
         ("ADT", "A01" | "A02" | "A03" | "A04" | "A08" | "A28" | "A31") => adt(msg, trigger)?,
         ("ORU", "R01") => oru(msg)?,
+        ("RDE", "O01" | "O11" | "O25") => pharmacy(msg, Pharmacy::Order)?,
+        ("RDS", "O01" | "O13") => pharmacy(msg, Pharmacy::Dispense)?,
+        ("RAS", "O01" | "O17") => pharmacy(msg, Pharmacy::Administration)?,
         (ty, tr) => {
             return Err(MapError::Unsupported {
                 message_type: if tr.is_empty() {
@@ -532,6 +568,367 @@ fn abnormal_flag(flag: Option<&str>) -> AbnormalFlag {
         Some("HH") => AbnormalFlag::CriticalHigh,
         Some("A" | "AA") => AbnormalFlag::Abnormal,
         _ => AbnormalFlag::Unspecified,
+    }
+}
+
+/// Which pharmacy message is being mapped, by what each order group must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pharmacy {
+    /// RDE: one `MedicationOrder` per RXE.
+    Order,
+    /// RDS: one `MedicationDispense` per RXD.
+    Dispense,
+    /// RAS: one `MedicationAdministration` per RXA.
+    Administration,
+}
+
+impl Pharmacy {
+    /// The segment each order group must carry, and what it is called.
+    fn segment(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Order => ("RXE", "pharmacy/treatment encoded order segment"),
+            Self::Dispense => ("RXD", "pharmacy/treatment dispense segment"),
+            Self::Administration => ("RXA", "pharmacy/treatment administration segment"),
+        }
+    }
+
+    /// The segment that makes one event each (RXD, RXA); an order makes one per group.
+    fn item(self) -> Option<&'static str> {
+        match self {
+            Self::Order => None,
+            Self::Dispense => Some("RXD"),
+            Self::Administration => Some("RXA"),
+        }
+    }
+}
+
+/// The segments of one ORC group (RDE_O11 ORDER, RDS_O13 ORDER, RAS_O17 ORDER) that the
+/// mapping reads. A TQ1 or RXR belongs to the segment it follows: ORC (order timing), RXO
+/// (route as ordered), RXE (encoded timing and route) or an RXD/RXA (its own route).
+struct OrderGroup<'m> {
+    orc: Segment<'m>,
+    timing: Option<Segment<'m>>,
+    ordered_route: Option<Segment<'m>>,
+    rxe: Option<Segment<'m>>,
+    encoded_timing: Option<Segment<'m>>,
+    encoded_route: Option<Segment<'m>>,
+    /// RXD or RXA segments, each with the first RXR after it.
+    items: Vec<(Segment<'m>, Option<Segment<'m>>)>,
+}
+
+fn order_groups<'m>(msg: &'m Message, kind: Pharmacy) -> Result<Vec<OrderGroup<'m>>, MapError> {
+    enum After {
+        Orc,
+        Rxo,
+        Rxe,
+        Item,
+    }
+    let mut groups: Vec<OrderGroup<'m>> = Vec::new();
+    let mut after = After::Orc;
+    for seg in msg.all_segments() {
+        let id = seg.id();
+        if id == "ORC" {
+            groups.push(OrderGroup {
+                orc: seg,
+                timing: None,
+                ordered_route: None,
+                rxe: None,
+                encoded_timing: None,
+                encoded_route: None,
+                items: Vec::new(),
+            });
+            after = After::Orc;
+            continue;
+        }
+        let Some(g) = groups.last_mut() else {
+            if matches!(id, "RXO" | "RXE" | "RXD" | "RXA") {
+                return Err(MapError::missing("ORC", "common order segment"));
+            }
+            continue;
+        };
+        match id {
+            "RXO" => after = After::Rxo,
+            "RXE" => {
+                g.rxe.get_or_insert(seg);
+                after = After::Rxe;
+            }
+            _ if Some(id) == kind.item() => {
+                g.items.push((seg, None));
+                after = After::Item;
+            }
+            "TQ1" => match after {
+                After::Orc => {
+                    g.timing.get_or_insert(seg);
+                }
+                After::Rxe => {
+                    g.encoded_timing.get_or_insert(seg);
+                }
+                _ => {}
+            },
+            "RXR" => match after {
+                After::Orc => {}
+                After::Rxo => {
+                    g.ordered_route.get_or_insert(seg);
+                }
+                After::Rxe => {
+                    g.encoded_route.get_or_insert(seg);
+                }
+                After::Item => {
+                    if let Some((_, route)) = g.items.last_mut() {
+                        route.get_or_insert(seg);
+                    }
+                }
+            },
+            _ => {}
+        }
+    }
+    if groups.is_empty() {
+        return Err(MapError::missing("ORC", "common order segment"));
+    }
+    let (seg_id, what) = kind.segment();
+    let complete = |g: &OrderGroup<'_>| match kind {
+        Pharmacy::Order => g.rxe.is_some(),
+        Pharmacy::Dispense | Pharmacy::Administration => !g.items.is_empty(),
+    };
+    if !groups.iter().all(complete) {
+        return Err(MapError::missing(seg_id, what));
+    }
+    Ok(groups)
+}
+
+fn pharmacy(msg: &Message, kind: Pharmacy) -> Result<Vec<(Payload, Timestamp)>, MapError> {
+    let encounter_id = value(msg, "PV1-19-1").unwrap_or_default();
+    // ORC-9, else MSH-7; read only where it is used (a RAS does not need it).
+    let transaction_time = |g: &OrderGroup<'_>| -> Result<Timestamp, MapError> {
+        match seg_time(msg, &g.orc, "9", "date/time of transaction")? {
+            Some(t) => Ok(t),
+            None => message_time(msg),
+        }
+    };
+    let mut out = Vec::new();
+    for g in order_groups(msg, kind)? {
+        match kind {
+            Pharmacy::Order => {
+                let Some(rxe) = g.rxe else { continue };
+                let order = medication_order(msg, &g, &rxe, encounter_id.clone())?;
+                out.push((Payload::MedicationOrder(order), transaction_time(&g)?));
+            }
+            Pharmacy::Dispense => {
+                for (rxd, route) in &g.items {
+                    let (dose_value, dose_unit) = dose(
+                        rxd,
+                        ("4", "actual dispense amount"),
+                        ("5", "actual dispense units"),
+                        None,
+                    )?;
+                    let event = pb::MedicationEvent {
+                        order_id: order_id(&g, Some((rxd, "7"))).unwrap_or_default(),
+                        encounter_id: encounter_id.clone(),
+                        drug_code: coded_drug(rxd, "2")
+                            .code
+                            .ok_or_else(|| MapError::missing("RXD-2", "dispense/give code"))?,
+                        dose_value,
+                        dose_unit,
+                        route: route_of(&g, route.as_ref()),
+                    };
+                    let at = match seg_time(msg, rxd, "3", "date/time dispensed")? {
+                        Some(t) => t,
+                        None => transaction_time(&g)?,
+                    };
+                    out.push((Payload::MedicationDispense(event), at));
+                }
+            }
+            Pharmacy::Administration => {
+                for (rxa, route) in &g.items {
+                    let not_given = matches!(seg_value(rxa, "20").as_deref(), Some("RE" | "NA"))
+                        || seg_value(rxa, "21").as_deref() == Some("D");
+                    if not_given {
+                        continue;
+                    }
+                    let at = seg_time(msg, rxa, "3", "date/time start of administration")?
+                        .ok_or_else(|| MapError::missing("RXA-3", "date/time start of administration"))?;
+                    let (dose_value, dose_unit) = dose(
+                        rxa,
+                        ("6", "administered amount"),
+                        ("7", "administered units"),
+                        Some("1"),
+                    )?;
+                    let event = pb::MedicationEvent {
+                        order_id: order_id(&g, None).unwrap_or_default(),
+                        encounter_id: encounter_id.clone(),
+                        drug_code: coded_drug(rxa, "5")
+                            .code
+                            .ok_or_else(|| MapError::missing("RXA-5", "administered code"))?,
+                        dose_value,
+                        dose_unit,
+                        route: route_of(&g, route.as_ref()),
+                    };
+                    out.push((Payload::MedicationAdministration(event), at));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        // Only RAS can get here: every RXA was refused, not given or deleted.
+        return Err(MapError::invalid(
+            "RXA-20",
+            "completion status",
+            "records no dose given: every RXA is RE (refused), NA (not administered) or deleted (RXA-21 D)",
+        ));
+    }
+    Ok(out)
+}
+
+fn medication_order(
+    msg: &Message,
+    g: &OrderGroup<'_>,
+    rxe: &Segment<'_>,
+    encounter_id: String,
+) -> Result<pb::MedicationOrder, MapError> {
+    let drug = coded_drug(rxe, "2");
+    if drug.code.is_none() && drug.name.is_none() {
+        return Err(MapError::missing("RXE-2", "give code"));
+    }
+    let order_id = order_id(g, Some((rxe, "15"))).ok_or_else(|| {
+        MapError::missing(
+            "ORC-2",
+            "placer order number; else ORC-3 filler order number or RXE-15 prescription number",
+        )
+    })?;
+    let (dose_value, dose_unit) = dose(rxe, ("3", "give amount - minimum"), ("5", "give units"), None)?;
+    let timing = order_timing(msg, g, rxe)?;
+    Ok(pb::MedicationOrder {
+        order_id,
+        encounter_id,
+        drug_code: drug.code.unwrap_or_default(),
+        drug_name: drug.name.unwrap_or_default(),
+        dose_value,
+        dose_unit,
+        route: route_of(g, None),
+        frequency: timing.frequency,
+        starts_at: timing.starts_at,
+        ends_at: timing.ends_at,
+    })
+}
+
+/// ORC-2.1, else ORC-3.1, else the prescription number in `fallback` (segment, field).
+fn order_id(g: &OrderGroup<'_>, fallback: Option<(&Segment<'_>, &str)>) -> Option<String> {
+    seg_value(&g.orc, "2-1")
+        .or_else(|| seg_value(&g.orc, "3-1"))
+        .or_else(|| fallback.and_then(|(seg, field)| seg_value(seg, &format!("{field}-1"))))
+}
+
+/// The date-time in `field` of this very segment (a message path with its occurrence, so
+/// the message's default offset applies); errors name the field without the occurrence.
+fn seg_time(msg: &Message, seg: &Segment<'_>, field: &str, what: &'static str) -> Result<Option<Timestamp>, MapError> {
+    let occurrence = msg.segments(seg.id()).take_while(|s| s.index() != seg.index()).count() + 1;
+    first_time(msg, &[(&format!("{}({occurrence})-{field}", seg.id()), what)])
+}
+
+/// A drug's code and name read from a CWE field.
+struct Drug {
+    code: Option<String>,
+    name: Option<String>,
+}
+
+fn coded_drug(seg: &Segment<'_>, field: &str) -> Drug {
+    let part = |n: usize| seg_value(seg, &format!("{field}-{n}"));
+    let rxnorm = |n: usize| part(n).is_some_and(|s| s.eq_ignore_ascii_case("RXNORM"));
+    let (code, name) = if !rxnorm(3) && rxnorm(6) && part(4).is_some() {
+        (part(4), part(5).or_else(|| part(2)))
+    } else {
+        (part(1).or_else(|| part(4)), part(2).or_else(|| part(5)))
+    };
+    Drug {
+        code,
+        name: name.or_else(|| part(9)),
+    }
+}
+
+/// A unit from a CWE field: the code in a units system, else the text, else the code.
+fn coded_unit(seg: &Segment<'_>, field: &str) -> Option<String> {
+    let part = |n: usize| seg_value(seg, &format!("{field}-{n}"));
+    let units_system = part(3).is_some_and(|s| ["UCUM", "ISO+", "ANS+"].iter().any(|u| s.eq_ignore_ascii_case(u)));
+    if units_system {
+        part(1).or_else(|| part(2))
+    } else {
+        part(2).or_else(|| part(1))
+    }
+}
+
+/// A dose's value and unit (no amount: 0 and no unit, the events' "no dose"). A unit is
+/// required with an amount unless `implied_unit` stands in for it.
+fn dose(
+    seg: &Segment<'_>,
+    (amount_field, amount_what): (&str, &'static str),
+    (unit_field, unit_what): (&str, &'static str),
+    implied_unit: Option<&str>,
+) -> Result<(f64, String), MapError> {
+    let name = |field: &str| format!("{}-{field}", seg.id());
+    let Some(raw) = seg_value(seg, amount_field) else {
+        return Ok((0.0, String::new()));
+    };
+    let dose_value = hl7_number(&raw)
+        .ok_or_else(|| MapError::invalid(name(amount_field), amount_what, format!("{raw:?} is not a number")))?;
+    let dose_unit = coded_unit(seg, unit_field)
+        .or_else(|| implied_unit.map(str::to_owned))
+        .ok_or_else(|| MapError::missing(name(unit_field), unit_what))?;
+    Ok((dose_value, dose_unit))
+}
+
+/// An HL7 NM value: optional sign, digits, optional decimal point; no exponent, no
+/// `inf`/`NaN` (which Rust's parser would take).
+fn hl7_number(s: &str) -> Option<f64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let ok = digits.bytes().any(|b| b.is_ascii_digit())
+        && digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && digits.bytes().filter(|&b| b == b'.').count() <= 1;
+    ok.then(|| s.parse().ok()).flatten()
+}
+
+/// RXR-1 (code, else text) of `own` (after an RXD/RXA), else of the encoding, else of the
+/// order as written.
+fn route_of(g: &OrderGroup<'_>, own: Option<&Segment<'_>>) -> String {
+    [own, g.encoded_route.as_ref(), g.ordered_route.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|rxr| seg_value(rxr, "1-1").or_else(|| seg_value(rxr, "1-2")))
+        .unwrap_or_default()
+}
+
+#[derive(Default)]
+struct Timing {
+    frequency: String,
+    starts_at: Option<Timestamp>,
+    ends_at: Option<Timestamp>,
+}
+
+/// The encoded TQ1, else RXE-1 (the TQ data type before 2.5), else the order's TQ1.
+fn order_timing(msg: &Message, g: &OrderGroup<'_>, rxe: &Segment<'_>) -> Result<Timing, MapError> {
+    let tq1 = |tq1: &Segment<'_>| -> Result<Timing, MapError> {
+        Ok(Timing {
+            // RPT.1 is a CWE inside a component: its code is the first subcomponent.
+            frequency: seg_value(tq1, "3-1-1")
+                .or_else(|| seg_value(tq1, "3-1-2"))
+                .unwrap_or_default(),
+            starts_at: seg_time(msg, tq1, "7", "start date/time")?,
+            ends_at: seg_time(msg, tq1, "8", "end date/time")?,
+        })
+    };
+    if let Some(t) = &g.encoded_timing {
+        return tq1(t);
+    }
+    if rxe.raw("1").is_some_and(|r| r != "\"\"") {
+        return Ok(Timing {
+            // TQ.2 interval (RI): its repeat pattern is the first subcomponent.
+            frequency: seg_value(rxe, "1-2-1").unwrap_or_default(),
+            starts_at: seg_time(msg, rxe, "1-4", "quantity/timing start date/time")?,
+            ends_at: seg_time(msg, rxe, "1-5", "quantity/timing end date/time")?,
+        });
+    }
+    match &g.timing {
+        Some(t) => tq1(t),
+        None => Ok(Timing::default()),
     }
 }
 
