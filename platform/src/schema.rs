@@ -39,6 +39,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "news2_alerts",
         sql: include_str!("../migrations/warehouse/0002_news2_alerts.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 3,
+        name: "diagnoses_procedures",
+        sql: include_str!("../migrations/warehouse/0003_diagnoses_procedures.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]

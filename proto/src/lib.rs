@@ -56,6 +56,8 @@ impl events::clinical_event::Payload {
             BedStatus(_) => "bed_status",
             ChargeLine(_) => "charge_line",
             ReferenceData(_) => "reference_data",
+            Diagnosis(_) => "diagnosis",
+            Procedure(_) => "procedure",
         }
     }
 }
@@ -77,4 +79,43 @@ pub const EVENT_KINDS: &[&str] = &[
     "bed_status",
     "charge_line",
     "reference_data",
+    "diagnosis",
+    "procedure",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::events::{clinical_event::Payload, ClinicalEvent};
+    use prost::Message;
+
+    /// Every payload case, by its field number: decoding an empty message of each case
+    /// gives each variant once.
+    fn every_payload() -> Vec<Payload> {
+        let descriptor = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).unwrap();
+        let envelope = descriptor
+            .file
+            .iter()
+            .flat_map(|f| &f.message_type)
+            .find(|m| m.name() == "ClinicalEvent")
+            .unwrap();
+        envelope
+            .field
+            .iter()
+            .filter(|f| f.oneof_index.is_some() && !f.proto3_optional())
+            .map(|f| {
+                // Field key (number, wire type 2) and a zero length: an empty message.
+                let key = (f.number() as u64) << 3 | 2;
+                let mut bytes = Vec::new();
+                prost::encoding::encode_varint(key, &mut bytes);
+                bytes.push(0);
+                ClinicalEvent::decode(bytes.as_slice()).unwrap().payload.unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn event_kinds_list_every_payload_case_once() {
+        let kinds: Vec<&str> = every_payload().iter().map(Payload::kind).collect();
+        assert_eq!(kinds, super::EVENT_KINDS, "EVENT_KINDS in field-number order");
+    }
+}

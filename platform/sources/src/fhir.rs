@@ -17,15 +17,28 @@
 //!   error; an unresolvable encounter falls back to the id in the reference.
 //! - Deletes (`request.method` DELETE) are not dropped: they are listed in
 //!   [`Summary::deletes`] until the proto has a tombstone event.
-//! - Resources the platform does not take (Condition, Procedure, Practitioner, unknown
-//!   types, other Observation categories) are skipped and counted with a reason; a
-//!   resource that cannot be mapped is a [`FhirError`] naming it, and the rest still map.
+//! - Condition -> `Diagnosis`: the code of the first coding in ICD-10-CM, ICD-10, SNOMED
+//!   CT or ICD-9-CM, in that order (a Condition coded in none of them is skipped);
+//!   occurred_at = `onsetDateTime` (or `onsetPeriod.start`), else `recordedDate`. The
+//!   role and rank come from an `Encounter.diagnosis` that lists the Condition (`use` AD
+//!   admitting, DD/billing principal at rank 1 else secondary, CM secondary), else from
+//!   `category` (encounter-diagnosis; problem-list-item or health-concern: problem
+//!   list); a Condition with neither category nor encounter is a problem-list entry,
+//!   one with an encounter but no category has no role. Refuted and entered-in-error
+//!   Conditions are skipped.
+//! - Procedure -> `ProcedurePerformed`: the code of the first coding in ICD-10-PCS, CPT,
+//!   HCPCS, SNOMED CT or ICD-9-CM; occurred_at = `performedDateTime` or
+//!   `performedPeriod.start`, ended_at = `performedPeriod.end`. Procedures not done, in
+//!   preparation or entered in error are skipped.
+//! - Resources the platform does not take (Practitioner, unknown types, other
+//!   Observation categories) are skipped and counted with a reason; a resource that
+//!   cannot be mapped is a [`FhirError`] naming it, and the rest still map.
 
 use std::collections::{BTreeMap, HashMap};
 
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, reference_data::Item, AbnormalFlag, AdministrativeSex, AdmissionType,
-    ClinicalEvent, DischargeDisposition, EncounterClass,
+    ClinicalEvent, CodeSystem, ConditionStatus, DiagnosisRole, DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 use serde_json::Value;
@@ -35,6 +48,33 @@ use time::OffsetDateTime;
 const LOINC: &str = "http://loinc.org";
 const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
 const UCUM: &str = "http://unitsofmeasure.org";
+const SNOMED: &str = "http://snomed.info/sct";
+const ICD9_CM: &str = "http://hl7.org/fhir/sid/icd-9-cm";
+
+/// Condition code systems by FHIR system URI, in order of preference: a classification
+/// first (what the warehouse groups diagnoses by), SNOMED CT next, ICD-9-CM last.
+const CONDITION_SYSTEMS: &[(&str, CodeSystem)] = &[
+    ("http://hl7.org/fhir/sid/icd-10-cm", CodeSystem::Icd10Cm),
+    ("http://hl7.org/fhir/sid/icd-10", CodeSystem::Icd10),
+    (SNOMED, CodeSystem::SnomedCt),
+    (ICD9_CM, CodeSystem::Icd9Cm),
+];
+
+/// Procedure code systems by FHIR system URI (THO), in order of preference.
+const PROCEDURE_SYSTEMS: &[(&str, CodeSystem)] = &[
+    ("http://www.cms.gov/Medicare/Coding/ICD10", CodeSystem::Icd10Pcs),
+    ("http://www.ama-assn.org/go/cpt", CodeSystem::Cpt),
+    (
+        "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+        CodeSystem::Hcpcs,
+    ),
+    (
+        "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+        CodeSystem::Hcpcs,
+    ),
+    (SNOMED, CodeSystem::SnomedCt),
+    (ICD9_CM, CodeSystem::Icd9Cm),
+];
 
 /// Options of the mapping.
 #[derive(Debug, Clone)]
@@ -370,6 +410,16 @@ struct Ctx<'a> {
     first_encounter: HashMap<usize, Timestamp>,
     /// Observation entry -> id of the DiagnosticReport that lists it.
     report_of: HashMap<usize, String>,
+    /// Condition entry -> the first `Encounter.diagnosis` that lists it.
+    diagnosis_of: HashMap<usize, EncounterDiagnosis<'a>>,
+}
+
+/// What an `Encounter.diagnosis` says about a Condition.
+#[derive(Clone, Copy)]
+struct EncounterDiagnosis<'a> {
+    /// `use` (hl7.org/fhir/diagnosis-role): AD, DD, CC, CM, pre-op, post-op, billing.
+    role: Option<&'a str>,
+    rank: u32,
 }
 
 impl<'a> Ctx<'a> {
@@ -379,6 +429,7 @@ impl<'a> Ctx<'a> {
             index: HashMap::new(),
             first_encounter: HashMap::new(),
             report_of: HashMap::new(),
+            diagnosis_of: HashMap::new(),
         };
         for (i, e) in entries.iter().enumerate() {
             if let Some(u) = &e.full_url {
@@ -398,6 +449,18 @@ impl<'a> Ctx<'a> {
                         let slot = ctx.first_encounter.entry(p).or_insert(t);
                         if (t.seconds, t.nanos) < (slot.seconds, slot.nanos) {
                             *slot = t;
+                        }
+                    }
+                    for d in array(r, "diagnosis") {
+                        if let Some(c) = ctx.resolve(d.get("condition"), Some("Condition")) {
+                            ctx.diagnosis_of.entry(c).or_insert(EncounterDiagnosis {
+                                role: code_prefer(d.get("use"), ""),
+                                rank: d
+                                    .get("rank")
+                                    .and_then(Value::as_u64)
+                                    .and_then(|n| u32::try_from(n).ok())
+                                    .unwrap_or(0),
+                            });
                         }
                     }
                 }
@@ -500,6 +563,8 @@ impl<'a> Ctx<'a> {
             "Organization" => self.organization(i, r),
             "Coverage" => self.coverage(r),
             "Location" => self.location(i, r),
+            "Condition" => self.condition(i, r),
+            "Procedure" => self.procedure(r),
             other => Ok(Outcome::Skipped(format!("{other} is not mapped"))),
         }
     }
@@ -898,6 +963,100 @@ impl<'a> Ctx<'a> {
         Ok(Outcome::Events(events))
     }
 
+    fn condition(&self, i: usize, r: &Value) -> Res<Outcome> {
+        match code_prefer(r.get("verificationStatus"), "") {
+            Some("entered-in-error") => return Ok(Outcome::Skipped("Condition entered in error".to_owned())),
+            Some("refuted") => return Ok(Outcome::Skipped("Condition refuted".to_owned())),
+            _ => {}
+        }
+        let Some((code_system, code, name)) = coded(r.get("code"), CONDITION_SYSTEMS)? else {
+            return Ok(Outcome::Skipped(
+                "Condition coded in none of ICD-10-CM, ICD-10, SNOMED CT, ICD-9-CM".to_owned(),
+            ));
+        };
+        let patient = self.patient(r, "subject")?;
+        // R4 calls it `encounter`; STU3 called it `context`.
+        let encounter = r.get("encounter").or_else(|| r.get("context"));
+        let recorded_at = time_field(r, &["recordedDate"], "recordedDate")?;
+        let onset = match time_field(r, &["onsetDateTime"], "onsetDateTime")? {
+            Some(t) => Some(t),
+            None => time_field(r, &["onsetPeriod", "start"], "onsetPeriod.start")?,
+        };
+        let at = onset.or(recorded_at).ok_or("onsetDateTime and recordedDate missing")?;
+        let abated_at = match time_field(r, &["abatementDateTime"], "abatementDateTime")? {
+            Some(t) => Some(t),
+            None => time_field(r, &["abatementPeriod", "start"], "abatementPeriod.start")?,
+        };
+        let listed = self.diagnosis_of.get(&i);
+        let categories: Vec<&str> = array(r, "category")
+            .flat_map(|c| array(c, "coding"))
+            .filter_map(|c| str_at(c, &["code"]))
+            .collect();
+        let role = match (listed.and_then(|d| d.role), listed.map_or(0, |d| d.rank)) {
+            (Some("AD"), _) => DiagnosisRole::Admitting,
+            (Some("DD" | "billing"), 1) => DiagnosisRole::Principal,
+            (Some("DD" | "billing" | "CM"), _) => DiagnosisRole::Secondary,
+            _ if categories.contains(&"encounter-diagnosis") => DiagnosisRole::Encounter,
+            _ if categories.contains(&"problem-list-item") || categories.contains(&"health-concern") => {
+                DiagnosisRole::ProblemList
+            }
+            _ if listed.is_some() => DiagnosisRole::Encounter,
+            _ if encounter.is_none() => DiagnosisRole::ProblemList,
+            _ => DiagnosisRole::Unspecified,
+        };
+        let clinical_status = match code_prefer(r.get("clinicalStatus"), "") {
+            Some("active") => ConditionStatus::Active,
+            Some("recurrence") => ConditionStatus::Recurrence,
+            Some("relapse") => ConditionStatus::Relapse,
+            Some("inactive") => ConditionStatus::Inactive,
+            Some("remission") => ConditionStatus::Remission,
+            Some("resolved") => ConditionStatus::Resolved,
+            _ => ConditionStatus::Unspecified,
+        };
+        let payload = Payload::Diagnosis(pb::Diagnosis {
+            encounter_id: self.encounter_id(encounter),
+            code: code.to_owned(),
+            code_system: code_system as i32,
+            display: name.unwrap_or_default().to_owned(),
+            role: role as i32,
+            rank: listed.map_or(0, |d| d.rank),
+            clinical_status: clinical_status as i32,
+            abated_at,
+            recorded_at,
+        });
+        Ok(Outcome::Events(vec![Event::new(payload, at, Some(patient))]))
+    }
+
+    fn procedure(&self, r: &Value) -> Res<Outcome> {
+        if let Some(status @ ("not-done" | "entered-in-error" | "preparation")) = str_at(r, &["status"]) {
+            return Ok(Outcome::Skipped(format!("Procedure status {status}")));
+        }
+        let Some((code_system, code, name)) = coded(r.get("code"), PROCEDURE_SYSTEMS)? else {
+            return Ok(Outcome::Skipped(
+                "Procedure coded in none of ICD-10-PCS, CPT, HCPCS, SNOMED CT, ICD-9-CM".to_owned(),
+            ));
+        };
+        let patient = self.patient(r, "subject")?;
+        let at = match time_field(r, &["performedDateTime"], "performedDateTime")? {
+            Some(t) => t,
+            None => time_field(r, &["performedPeriod", "start"], "performedPeriod.start")?
+                .ok_or("performedDateTime and performedPeriod.start missing")?,
+        };
+        let payload = Payload::Procedure(pb::ProcedurePerformed {
+            encounter_id: self.encounter_id(r.get("encounter").or_else(|| r.get("context"))),
+            code: code.to_owned(),
+            code_system: code_system as i32,
+            display: name.unwrap_or_default().to_owned(),
+            ended_at: time_field(r, &["performedPeriod", "end"], "performedPeriod.end")?,
+            rank: 0,
+            performer: array(r, "performer")
+                .next()
+                .and_then(|p| self.code_of(p.get("actor")))
+                .unwrap_or_default(),
+        });
+        Ok(Outcome::Events(vec![Event::new(payload, at, Some(patient))]))
+    }
+
     fn reference_data(&self, r: &Value, item: Item) -> Res<Outcome> {
         let at = meta_time(r)?.ok_or("meta.lastUpdated missing")?;
         let payload = Payload::ReferenceData(pb::ReferenceData { item: Some(item) });
@@ -1093,6 +1252,27 @@ fn code_prefer<'v>(cc: Option<&'v Value>, system: &str) -> Option<&'v str> {
         .find(|c| !system.is_empty() && str_at(c, &["system"]) == Some(system))
         .or_else(|| with_code().next())
         .and_then(|c| str_at(c, &["code"]))
+}
+
+/// The first coding of a CodeableConcept in the most preferred of `systems`, with its
+/// display (else the concept's text). `Ok(None)`: coded, but in none of them; `Err`: no
+/// coding with a code at all.
+fn coded<'v>(
+    cc: Option<&'v Value>,
+    systems: &[(&str, CodeSystem)],
+) -> Res<Option<(CodeSystem, &'v str, Option<&'v str>)>> {
+    let cc = cc.ok_or("code missing")?;
+    let codings: Vec<&Value> = array(cc, "coding")
+        .filter(|c| str_at(c, &["code"]).is_some_and(|code| !code.trim().is_empty()))
+        .collect();
+    if codings.is_empty() {
+        return Err("code.coding missing".to_owned());
+    }
+    Ok(systems.iter().find_map(|(uri, system)| {
+        let c = codings.iter().find(|c| str_at(c, &["system"]) == Some(*uri))?;
+        let name = str_at(c, &["display"]).or_else(|| str_at(cc, &["text"]));
+        Some((*system, str_at(c, &["code"])?, name))
+    }))
 }
 
 fn display(cc: Option<&Value>) -> Option<&str> {
@@ -1471,6 +1651,137 @@ mod tests {
             assert_eq!((p.code.as_str(), p.name.as_str()), ("o1", "Acme Health"));
             assert!(e.patient.is_none());
         }
+    }
+
+    #[test]
+    fn conditions_map_to_diagnoses() {
+        let icd10 = "http://hl7.org/fhir/sid/icd-10-cm";
+        let m = run(vec![
+            patient(),
+            json!({"resourceType": "Encounter", "id": "e1", "class": {"code": "IMP"},
+                   "subject": {"reference": "urn:uuid:p1"}, "period": {"start": "2024-01-01T10:00:00Z"},
+                   "diagnosis": [{"condition": {"reference": "Condition/listed"}, "use": {"coding": [{"code": "DD"}]}, "rank": 1}]}),
+            json!({"resourceType": "Condition", "id": "c1", "subject": {"reference": "urn:uuid:p1"},
+                   "encounter": {"reference": "urn:uuid:e1"},
+                   "category": [{"coding": [{"code": "encounter-diagnosis"}]}],
+                   "clinicalStatus": {"coding": [{"code": "resolved"}]},
+                   "code": {"coding": [{"system": SNOMED, "code": "233604007", "display": "Pneumonia"},
+                                       {"system": icd10, "code": "J18.9", "display": "Pneumonia, unspecified organism"}]},
+                   "onsetDateTime": "2024-01-01T09:00:00Z", "recordedDate": "2024-01-01T11:00:00Z",
+                   "abatementDateTime": "2024-01-20T00:00:00Z"}),
+            json!({"resourceType": "Condition", "id": "problem", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": SNOMED, "code": "44054006"}], "text": "Diabetes"},
+                   "recordedDate": "2023-06-01"}),
+            json!({"resourceType": "Condition", "id": "listed", "subject": {"reference": "urn:uuid:p1"},
+                   "encounter": {"reference": "Encounter/e1"},
+                   "code": {"coding": [{"system": ICD9_CM, "code": "486"}]}, "onsetDateTime": "2024-01-01T09:00:00Z"}),
+            json!({"resourceType": "Condition", "id": "refuted", "subject": {"reference": "urn:uuid:p1"},
+                   "verificationStatus": {"coding": [{"code": "refuted"}]},
+                   "code": {"coding": [{"system": SNOMED, "code": "233604007"}]}, "onsetDateTime": "2024-01-01T09:00:00Z"}),
+            json!({"resourceType": "Condition", "id": "local", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": "urn:local", "code": "X1"}]}, "onsetDateTime": "2024-01-01T09:00:00Z"}),
+            json!({"resourceType": "Condition", "id": "undated", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": SNOMED, "code": "233604007"}]}}),
+        ]);
+        let dx = |id: &str| {
+            let e = m.events.iter().find(|e| e.event_id == id).unwrap();
+            let Some(Payload::Diagnosis(d)) = &e.payload else {
+                panic!("{id}")
+            };
+            (e, d)
+        };
+        let (e, d) = dx("Condition/c1");
+        assert_eq!(e.patient.as_ref().unwrap().mrn, "MRN7");
+        assert_eq!(e.occurred_at.unwrap().seconds, 1_704_099_600, "onset");
+        assert_eq!(
+            (d.code.as_str(), d.code_system, d.display.as_str()),
+            ("J18.9", CodeSystem::Icd10Cm as i32, "Pneumonia, unspecified organism")
+        );
+        assert_eq!(
+            (d.encounter_id.as_str(), d.role),
+            ("e1", DiagnosisRole::Encounter as i32)
+        );
+        assert_eq!(d.clinical_status, ConditionStatus::Resolved as i32);
+        assert_eq!(d.abated_at.unwrap().seconds, 1_705_708_800);
+        assert_eq!(d.recorded_at.unwrap().seconds, 1_704_106_800);
+        // No onset: dated by recordedDate; no category nor encounter: a problem-list entry.
+        let (e, d) = dx("Condition/problem");
+        assert_eq!(e.occurred_at.unwrap().seconds, 1_685_577_600);
+        assert_eq!(
+            (d.code_system, d.display.as_str(), d.role, d.encounter_id.as_str()),
+            (
+                CodeSystem::SnomedCt as i32,
+                "Diabetes",
+                DiagnosisRole::ProblemList as i32,
+                ""
+            )
+        );
+        // Listed as the encounter's first discharge diagnosis: the principal one.
+        let (_, d) = dx("Condition/listed");
+        assert_eq!(
+            (d.role, d.rank, d.code.as_str()),
+            (DiagnosisRole::Principal as i32, 1, "486")
+        );
+        let skipped = &m.summary.of("Condition").skipped;
+        assert_eq!(skipped["Condition refuted"], 1);
+        assert_eq!(
+            skipped["Condition coded in none of ICD-10-CM, ICD-10, SNOMED CT, ICD-9-CM"],
+            1
+        );
+        assert_eq!(
+            m.summary.errors[0].to_string(),
+            "Condition/undated: onsetDateTime and recordedDate missing"
+        );
+        assert_eq!(
+            (m.summary.events("diagnosis"), m.summary.of("Condition").mapped),
+            (3, 3)
+        );
+    }
+
+    #[test]
+    fn procedures_map_with_their_period() {
+        let m = run(vec![
+            patient(),
+            json!({"resourceType": "Practitioner", "id": "dr", "identifier": [{"value": "DR-1"}]}),
+            json!({"resourceType": "Procedure", "id": "pr1", "status": "completed", "subject": {"reference": "urn:uuid:p1"},
+                   "encounter": {"reference": "urn:uuid:e1"},
+                   "performer": [{"actor": {"reference": "Practitioner/dr"}}],
+                   "code": {"coding": [{"system": SNOMED, "code": "80146002", "display": "Appendectomy"},
+                                       {"system": "http://www.ama-assn.org/go/cpt", "code": "44950"}], "text": "Appendix out"},
+                   "performedPeriod": {"start": "2024-01-02T08:00:00Z", "end": "2024-01-02T09:30:00Z"}}),
+            json!({"resourceType": "Procedure", "id": "pr2", "status": "in-progress", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": SNOMED, "code": "80146002"}]}, "performedDateTime": "2024-01-03T08:00:00Z"}),
+            json!({"resourceType": "Procedure", "id": "no", "status": "not-done", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": SNOMED, "code": "80146002"}]}}),
+            json!({"resourceType": "Procedure", "id": "undated", "status": "completed", "subject": {"reference": "urn:uuid:p1"},
+                   "code": {"coding": [{"system": SNOMED, "code": "80146002"}]}}),
+        ]);
+        let px: Vec<(&ClinicalEvent, &pb::ProcedurePerformed)> = m
+            .events
+            .iter()
+            .filter_map(|e| match &e.payload {
+                Some(Payload::Procedure(p)) => Some((e, p)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(px.len(), 2);
+        let (e, p) = px[0];
+        assert_eq!(e.event_id, "Procedure/pr1");
+        assert_eq!(e.occurred_at.unwrap().seconds, 1_704_182_400);
+        assert_eq!(p.ended_at.unwrap().seconds, 1_704_187_800);
+        // CPT is preferred; its coding has no display, so the concept's text names it.
+        assert_eq!(
+            (p.code.as_str(), p.code_system, p.display.as_str()),
+            ("44950", CodeSystem::Cpt as i32, "Appendix out")
+        );
+        assert_eq!((p.encounter_id.as_str(), p.performer.as_str()), ("e1", "DR-1"));
+        let (e, p) = px[1];
+        assert_eq!((e.occurred_at.unwrap().seconds, p.ended_at), (1_704_268_800, None));
+        assert_eq!(m.summary.of("Procedure").skipped["Procedure status not-done"], 1);
+        assert_eq!(
+            m.summary.errors[0].to_string(),
+            "Procedure/undated: performedDateTime and performedPeriod.start missing"
+        );
     }
 
     #[test]

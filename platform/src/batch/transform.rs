@@ -16,8 +16,8 @@ use crate::warehouse::bookkeeping::RegistryEntry;
 use crate::warehouse::calendar::date_key;
 use crate::warehouse::encounter::{AdmissionInfo, EdArrivalInfo, EncounterEvent, Stamp};
 use crate::warehouse::facts::{
-    charge_amount_minor, EventFacts, FactBedStatus, FactCharge, FactLabResult, FactMedication, FactTransfer,
-    FactVitalSign,
+    charge_amount_minor, EventFacts, FactBedStatus, FactCharge, FactDiagnosis, FactLabResult, FactMedication,
+    FactProcedure, FactTransfer, FactVitalSign,
 };
 use crate::warehouse::keys::patient_key;
 use crate::warehouse::patient::{DemographicEvent, PatientIdentity, SourceRef};
@@ -440,6 +440,46 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                 version,
             });
         }
+        Payload::Diagnosis(d) => p.facts.diagnoses.push(FactDiagnosis {
+            date_key: day,
+            source_system: e.source_system.clone(),
+            source_event_id: e.event_id.clone(),
+            source_position: e.position,
+            patient_key: patient,
+            encounter_id: d.encounter_id.clone(),
+            code: d.code.clone(),
+            code_system: label!(pb::CodeSystem, d.code_system, "CODE_SYSTEM"),
+            display: d.display.clone(),
+            role: label!(pb::DiagnosisRole, d.role, "DIAGNOSIS_ROLE"),
+            rank: d.rank,
+            clinical_status: label!(pb::ConditionStatus, d.clinical_status, "CONDITION_STATUS"),
+            onset_at_ms: at,
+            recorded_at_ms: d.recorded_at.as_ref().map(timestamp_ms),
+            abated_at_ms: d.abated_at.as_ref().map(timestamp_ms),
+            is_deleted: false,
+            version,
+        }),
+        Payload::Procedure(pr) => {
+            let ended = pr.ended_at.as_ref().map(timestamp_ms);
+            p.facts.procedures.push(FactProcedure {
+                date_key: day,
+                source_system: e.source_system.clone(),
+                source_event_id: e.event_id.clone(),
+                source_position: e.position,
+                patient_key: patient,
+                encounter_id: pr.encounter_id.clone(),
+                code: pr.code.clone(),
+                code_system: label!(pb::CodeSystem, pr.code_system, "CODE_SYSTEM"),
+                display: pr.display.clone(),
+                rank: pr.rank,
+                performer: pr.performer.clone(),
+                started_at_ms: at,
+                ended_at_ms: ended,
+                duration_minutes: ended.filter(|end| *end >= at).map(|end| (end - at) as f64 / 60_000.0),
+                is_deleted: false,
+                version,
+            });
+        }
         Payload::ReferenceData(r) => match &r.item {
             Some(Item::Drug(d)) => p.drugs.push(DimDrug {
                 drug_code: d.code.clone(),
@@ -633,5 +673,56 @@ mod tests {
             ("Paracetamol", true)
         );
         assert_eq!(plan.facts.medications[0].kind, "order");
+    }
+
+    #[test]
+    fn diagnoses_and_procedures_become_one_row_each_with_labels() {
+        let d = pb::Diagnosis {
+            encounter_id: "E1".into(),
+            code: "J18.9".into(),
+            code_system: pb::CodeSystem::Icd10Cm as i32,
+            display: "Pneumonia".into(),
+            role: pb::DiagnosisRole::ProblemList as i32,
+            rank: 0,
+            clinical_status: pb::ConditionStatus::Resolved as i32,
+            abated_at: Some(prost_types::Timestamp {
+                seconds: 1_700_086_400,
+                nanos: 0,
+            }),
+            recorded_at: None,
+        };
+        let pr = pb::ProcedurePerformed {
+            encounter_id: "E1".into(),
+            code: "80146002".into(),
+            code_system: pb::CodeSystem::SnomedCt as i32,
+            ended_at: Some(prost_types::Timestamp {
+                seconds: 1_700_005_400,
+                nanos: 5_000_000,
+            }),
+            ..Default::default()
+        };
+        let events = [
+            decode(&staged(1, &event("d", Payload::Diagnosis(d)))).unwrap(),
+            decode(&staged(2, &event("p", Payload::Procedure(pr)))).unwrap(),
+        ];
+        let plan = plan(&events, 4);
+        let dx = &plan.facts.diagnoses[0];
+        assert_eq!(
+            (dx.code_system.as_str(), dx.role.as_str(), dx.clinical_status.as_str()),
+            ("icd10_cm", "problem_list", "resolved")
+        );
+        assert_eq!(
+            (dx.onset_at_ms, dx.abated_at_ms, dx.recorded_at_ms),
+            (1_700_000_000_005, Some(1_700_086_400_000), None)
+        );
+        assert_eq!((dx.date_key, dx.source_position, dx.version), (20231114, 1, 4));
+        let px = &plan.facts.procedures[0];
+        assert_eq!(
+            (px.code_system.as_str(), px.started_at_ms),
+            ("snomed_ct", 1_700_000_000_005)
+        );
+        assert_eq!(px.duration_minutes, Some(90.0));
+        assert_eq!(plan.date_keys.len(), 1);
+        assert_eq!(plan.registry.len(), 2);
     }
 }

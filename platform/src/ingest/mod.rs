@@ -5,6 +5,7 @@
 //! Owns: what is accepted and in which canonical form. Must not: write to storage
 //! itself (the staging writer does) or answer before the commit.
 
+pub mod codes;
 pub mod units;
 pub mod validate;
 

@@ -6,6 +6,7 @@
 use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item};
 use prost_types::Timestamp;
 
+use super::codes::{self, CodeError, CodeUse};
 use super::units;
 use crate::error::Violation;
 
@@ -28,6 +29,8 @@ pub struct ValidEvent {
 
 const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 1024;
+/// Ranks of diagnoses and procedures: MIMIC-III ranks up to 39 diagnoses of one stay.
+const MAX_RANK: u32 = 999;
 /// 1900-01-01T00:00:00Z: nothing in a hospital record happened before it.
 const EARLIEST_MS: i64 = -2_208_988_800_000;
 
@@ -216,6 +219,8 @@ pub fn validate(mut event: pb::ClinicalEvent, limits: &Limits) -> Result<ValidEv
                 }
             }
         },
+        Payload::Diagnosis(d) => c.diagnosis(d, occurred_at_ms, limits),
+        Payload::Procedure(p) => c.procedure(p, occurred_at_ms, limits),
     }
 
     if c.violations.is_empty() {
@@ -487,6 +492,86 @@ impl Checker {
                 None
             }
             None => Some(value),
+        }
+    }
+
+    fn diagnosis(&mut self, d: &mut pb::Diagnosis, onset_ms: Option<i64>, limits: &Limits) {
+        let role = pb::DiagnosisRole::try_from(d.role);
+        self.enum_known("diagnosis.role", role.is_ok());
+        d.encounter_id = self.id("diagnosis.encounter_id", &d.encounter_id, false);
+        if d.encounter_id.is_empty() && role != Ok(pb::DiagnosisRole::ProblemList) {
+            self.violation(
+                "diagnosis.encounter_id",
+                "required unless role is PROBLEM_LIST (only a problem-list entry stands outside an encounter)",
+            );
+        }
+        self.code("diagnosis", CodeUse::Diagnosis, &mut d.code, d.code_system);
+        d.display = self.text("diagnosis.display", &d.display);
+        self.rank("diagnosis.rank", d.rank);
+        if role == Ok(pb::DiagnosisRole::Principal) && d.rank > 1 {
+            self.violation(
+                "diagnosis.rank",
+                format!("a principal diagnosis ranks 1 (or 0, unranked), got {}", d.rank),
+            );
+        }
+        self.enum_known(
+            "diagnosis.clinical_status",
+            pb::ConditionStatus::try_from(d.clinical_status).is_ok(),
+        );
+        let abated = self.timestamp("diagnosis.abated_at", d.abated_at.as_ref(), false, limits);
+        self.not_before("diagnosis.abated_at", abated, onset_ms, "the onset (occurred_at)");
+        self.timestamp("diagnosis.recorded_at", d.recorded_at.as_ref(), false, limits);
+    }
+
+    fn procedure(&mut self, p: &mut pb::ProcedurePerformed, start_ms: Option<i64>, limits: &Limits) {
+        p.encounter_id = self.id("procedure.encounter_id", &p.encounter_id, false);
+        self.code("procedure", CodeUse::Procedure, &mut p.code, p.code_system);
+        p.display = self.text("procedure.display", &p.display);
+        let ended = self.timestamp("procedure.ended_at", p.ended_at.as_ref(), false, limits);
+        self.not_before("procedure.ended_at", ended, start_ms, "the start (occurred_at)");
+        self.rank("procedure.rank", p.rank);
+        p.performer = self.id("procedure.performer", &p.performer, false);
+    }
+
+    /// A diagnosis or procedure code: required, in a code system the payload takes, in
+    /// that system's shape; rewritten to its canonical spelling.
+    fn code(&mut self, prefix: &str, code_use: CodeUse, code: &mut String, system: i32) {
+        let before = self.violations.len();
+        *code = self.id(&format!("{prefix}.code"), code, true);
+        let code_ok = self.violations.len() == before;
+        let system_field = format!("{prefix}.code_system");
+        match pb::CodeSystem::try_from(system) {
+            Err(_) => self.violation(system_field, format!("unknown enum value {system}")),
+            Ok(pb::CodeSystem::Unspecified) => self.violation(
+                system_field,
+                "required (must not be UNSPECIFIED): the terminology of the code, e.g. ICD10_CM or SNOMED_CT",
+            ),
+            Ok(s) => match codes::normalise(s, code_use, code) {
+                Ok(canonical) if code_ok => *code = canonical,
+                Err(CodeError::System(m)) => self.violation(system_field, m),
+                Err(CodeError::Code(m)) if code_ok => self.violation(format!("{prefix}.code"), m),
+                // A missing or unreadable code is reported once, above.
+                _ => {}
+            },
+        }
+    }
+
+    /// Position in a ranked list, 1 first, 0 unranked.
+    fn rank(&mut self, field: &str, rank: u32) {
+        if rank > MAX_RANK {
+            self.violation(
+                field,
+                format!("{rank} is not a plausible rank (1 first, max {MAX_RANK})"),
+            );
+        }
+    }
+
+    /// `at` must not lie before `start` (both already checked on their own).
+    fn not_before(&mut self, field: &str, at: Option<i64>, start: Option<i64>, what: &str) {
+        if let (Some(at), Some(start)) = (at, start) {
+            if at < start {
+                self.violation(field, format!("must not be before {what}"));
+            }
         }
     }
 
@@ -784,6 +869,189 @@ mod tests {
             panic!()
         };
         assert_eq!(c.currency, "GBP");
+    }
+
+    fn ts(seconds: i64) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos: 0 })
+    }
+
+    fn diagnosis() -> pb::Diagnosis {
+        pb::Diagnosis {
+            encounter_id: " E1 ".into(),
+            code: "j189".into(),
+            code_system: pb::CodeSystem::Icd10Cm as i32,
+            display: " Pneumonia, unspecified organism ".into(),
+            role: pb::DiagnosisRole::Principal as i32,
+            rank: 1,
+            clinical_status: pb::ConditionStatus::Active as i32,
+            abated_at: None,
+            recorded_at: ts(NOW_MS / 1000 - 60),
+        }
+    }
+
+    fn procedure() -> pb::ProcedurePerformed {
+        pb::ProcedurePerformed {
+            encounter_id: "E1".into(),
+            code: "0dtj4zz".into(),
+            code_system: pb::CodeSystem::Icd10Pcs as i32,
+            display: "Resection of appendix".into(),
+            ended_at: ts(NOW_MS / 1000 - 1800),
+            rank: 1,
+            performer: "dr-house".into(),
+        }
+    }
+
+    #[test]
+    fn diagnoses_are_normalised() {
+        let valid = validate(event(Payload::Diagnosis(diagnosis())), &limits()).unwrap();
+        assert_eq!(valid.kind, "diagnosis");
+        let Some(Payload::Diagnosis(d)) = valid.event.payload else {
+            panic!()
+        };
+        assert_eq!(
+            (d.encounter_id.as_str(), d.code.as_str(), d.display.as_str()),
+            ("E1", "J18.9", "Pneumonia, unspecified organism")
+        );
+        // MIMIC-III writes ICD-9-CM without the dot.
+        let mimic = pb::Diagnosis {
+            code: "4280".into(),
+            code_system: pb::CodeSystem::Icd9Cm as i32,
+            role: pb::DiagnosisRole::Secondary as i32,
+            rank: 2,
+            ..diagnosis()
+        };
+        let Some(Payload::Diagnosis(d)) = validate(event(Payload::Diagnosis(mimic)), &limits())
+            .unwrap()
+            .event
+            .payload
+        else {
+            panic!()
+        };
+        assert_eq!(d.code, "428.0");
+    }
+
+    #[test]
+    fn diagnosis_rules_name_their_fields() {
+        let bad = pb::Diagnosis {
+            encounter_id: String::new(),
+            code_system: pb::CodeSystem::Unspecified as i32,
+            role: pb::DiagnosisRole::Principal as i32,
+            rank: 2,
+            clinical_status: 42,
+            // Abated an hour before the onset; recorded tomorrow.
+            abated_at: ts(NOW_MS / 1000 - 7200),
+            recorded_at: ts(NOW_MS / 1000 + 86_400),
+            ..diagnosis()
+        };
+        let v = validate(event(Payload::Diagnosis(bad)), &limits()).unwrap_err();
+        assert_eq!(
+            fields(&v),
+            vec![
+                "diagnosis.encounter_id",
+                "diagnosis.code_system",
+                "diagnosis.rank",
+                "diagnosis.clinical_status",
+                "diagnosis.abated_at",
+                "diagnosis.recorded_at",
+            ]
+        );
+        assert!(v[0].description.contains("PROBLEM_LIST"), "{}", v[0].description);
+
+        // A problem-list entry needs no encounter; the patient is always required.
+        let problem = pb::Diagnosis {
+            encounter_id: String::new(),
+            role: pb::DiagnosisRole::ProblemList as i32,
+            rank: 0,
+            ..diagnosis()
+        };
+        assert!(validate(event(Payload::Diagnosis(problem.clone())), &limits()).is_ok());
+        let mut no_patient = event(Payload::Diagnosis(problem));
+        no_patient.patient = None;
+        assert_eq!(fields(&validate(no_patient, &limits()).unwrap_err()), vec!["patient"]);
+    }
+
+    #[test]
+    fn diagnosis_codes_must_fit_their_system() {
+        let check = |code: &str, system: pb::CodeSystem| {
+            let d = pb::Diagnosis {
+                code: code.into(),
+                code_system: system as i32,
+                ..diagnosis()
+            };
+            validate(event(Payload::Diagnosis(d)), &limits())
+                .err()
+                .map(|v| fields(&v).join(","))
+        };
+        assert_eq!(check("J18.9", pb::CodeSystem::Icd10), None);
+        assert_eq!(check("233604007", pb::CodeSystem::SnomedCt), None);
+        assert_eq!(check("  ", pb::CodeSystem::SnomedCt).as_deref(), Some("diagnosis.code"));
+        assert_eq!(
+            check("pneumonia", pb::CodeSystem::SnomedCt).as_deref(),
+            Some("diagnosis.code")
+        );
+        assert_eq!(
+            check("J18.9", pb::CodeSystem::Icd9Cm).as_deref(),
+            Some("diagnosis.code")
+        );
+        // CPT codes procedures, not diagnoses; a missing code is reported once.
+        assert_eq!(
+            check("99213", pb::CodeSystem::Cpt).as_deref(),
+            Some("diagnosis.code_system")
+        );
+        assert_eq!(
+            check("", pb::CodeSystem::Cpt).as_deref(),
+            Some("diagnosis.code,diagnosis.code_system")
+        );
+        let unknown = pb::Diagnosis {
+            code_system: 99,
+            ..diagnosis()
+        };
+        assert_eq!(
+            fields(&validate(event(Payload::Diagnosis(unknown)), &limits()).unwrap_err()),
+            vec!["diagnosis.code_system"]
+        );
+    }
+
+    #[test]
+    fn procedures_are_checked_and_normalised() {
+        let valid = validate(event(Payload::Procedure(procedure())), &limits()).unwrap();
+        assert_eq!(valid.kind, "procedure");
+        let Some(Payload::Procedure(p)) = valid.event.payload else {
+            panic!()
+        };
+        assert_eq!(p.code, "0DTJ4ZZ");
+        // No encounter is fine (a procedure from the patient's history), and so is no end.
+        let history = pb::ProcedurePerformed {
+            encounter_id: String::new(),
+            code: "80146002".into(),
+            code_system: pb::CodeSystem::SnomedCt as i32,
+            ended_at: None,
+            ..procedure()
+        };
+        assert!(validate(event(Payload::Procedure(history)), &limits()).is_ok());
+
+        let bad = pb::ProcedurePerformed {
+            code: "J18.9".into(),
+            code_system: pb::CodeSystem::Icd10Cm as i32,
+            // Ended before it started.
+            ended_at: ts(NOW_MS / 1000 - 7200),
+            rank: 5000,
+            ..procedure()
+        };
+        assert_eq!(
+            fields(&validate(event(Payload::Procedure(bad)), &limits()).unwrap_err()),
+            vec!["procedure.code_system", "procedure.ended_at", "procedure.rank"]
+        );
+        let future = pb::ProcedurePerformed {
+            ended_at: ts(NOW_MS / 1000 + 3600),
+            code: "9671".into(),
+            code_system: pb::CodeSystem::Icd9Cm as i32,
+            ..procedure()
+        };
+        assert_eq!(
+            fields(&validate(event(Payload::Procedure(future)), &limits()).unwrap_err()),
+            vec!["procedure.ended_at"]
+        );
     }
 
     #[test]

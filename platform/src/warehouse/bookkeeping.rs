@@ -216,6 +216,14 @@ pub const COUNTED_TABLES: &[(&str, &str)] = &[
         "fact_bed_status",
         "SELECT count() FROM fact_bed_status FINAL WHERE is_deleted = 0",
     ),
+    (
+        "fact_diagnosis",
+        "SELECT count() FROM fact_diagnosis FINAL WHERE is_deleted = 0",
+    ),
+    (
+        "fact_procedure",
+        "SELECT count() FROM fact_procedure FINAL WHERE is_deleted = 0",
+    ),
 ];
 
 /// Live rows per table (exact: FINAL and without tombstones).

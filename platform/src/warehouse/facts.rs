@@ -1,5 +1,6 @@
 //! Event facts: `fact_transfer`, `fact_vital_sign`, `fact_lab_result`,
-//! `fact_medication`, `fact_charge`, `fact_bed_status`. One row per source event (per
+//! `fact_medication`, `fact_charge`, `fact_bed_status`, `fact_diagnosis`,
+//! `fact_procedure`. One row per source event (per
 //! observation for vital signs), keyed by (date_key, source_system, source_event_id), so
 //! writing an event twice keeps one row.
 //!
@@ -19,6 +20,8 @@ pub const LAB_RESULT_TABLE: &str = "fact_lab_result";
 pub const MEDICATION_TABLE: &str = "fact_medication";
 pub const CHARGE_TABLE: &str = "fact_charge";
 pub const BED_STATUS_TABLE: &str = "fact_bed_status";
+pub const DIAGNOSIS_TABLE: &str = "fact_diagnosis";
+pub const PROCEDURE_TABLE: &str = "fact_procedure";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct FactTransfer {
@@ -165,6 +168,63 @@ pub struct FactBedStatus {
     pub version: Version,
 }
 
+/// A diagnosis or problem (`migrations/warehouse/0003_diagnoses_procedures.sql`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct FactDiagnosis {
+    pub date_key: u32,
+    pub source_system: String,
+    pub source_event_id: String,
+    pub source_position: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub patient_key: Uuid,
+    /// Empty for a problem-list entry outside an encounter.
+    pub encounter_id: String,
+    /// Canonical spelling (ICD codes upper case with their dot).
+    pub code: String,
+    /// "icd10_cm", "icd10", "icd9_cm", "snomed_ct", "local".
+    pub code_system: String,
+    pub display: String,
+    /// "admitting", "working", "principal", "secondary", "encounter", "problem_list"; empty
+    /// when the source did not say.
+    pub role: String,
+    /// 1 first listed, 0 unranked.
+    pub rank: u32,
+    /// "active", "recurrence", "relapse", "inactive", "remission", "resolved" or empty.
+    pub clinical_status: String,
+    /// The event's occurred_at: the onset, else when it was recorded.
+    pub onset_at_ms: i64,
+    pub recorded_at_ms: Option<i64>,
+    pub abated_at_ms: Option<i64>,
+    pub is_deleted: bool,
+    pub version: Version,
+}
+
+/// A procedure performed (`migrations/warehouse/0003_diagnoses_procedures.sql`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct FactProcedure {
+    pub date_key: u32,
+    pub source_system: String,
+    pub source_event_id: String,
+    pub source_position: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub patient_key: Uuid,
+    pub encounter_id: String,
+    pub code: String,
+    /// "snomed_ct", "icd10_pcs", "icd9_cm", "cpt", "hcpcs", "opcs4", "local".
+    pub code_system: String,
+    pub display: String,
+    /// 1 principal, 0 unranked.
+    pub rank: u32,
+    pub performer: String,
+    /// The event's occurred_at.
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    /// Start -> end, in minutes; None without an end.
+    pub duration_minutes: Option<f64>,
+    pub is_deleted: bool,
+    pub version: Version,
+}
+
 /// The event facts of one chunk.
 #[derive(Debug, Default)]
 pub struct EventFacts {
@@ -174,6 +234,8 @@ pub struct EventFacts {
     pub medications: Vec<FactMedication>,
     pub charges: Vec<FactCharge>,
     pub bed_status: Vec<FactBedStatus>,
+    pub diagnoses: Vec<FactDiagnosis>,
+    pub procedures: Vec<FactProcedure>,
 }
 
 impl EventFacts {
@@ -200,6 +262,14 @@ impl EventFacts {
             (
                 BED_STATUS_TABLE,
                 insert_rows(client, BED_STATUS_TABLE, &self.bed_status).await?,
+            ),
+            (
+                DIAGNOSIS_TABLE,
+                insert_rows(client, DIAGNOSIS_TABLE, &self.diagnoses).await?,
+            ),
+            (
+                PROCEDURE_TABLE,
+                insert_rows(client, PROCEDURE_TABLE, &self.procedures).await?,
             ),
         ])
     }

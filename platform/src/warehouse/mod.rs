@@ -2,8 +2,8 @@
 //! its row structs, its SQL, and the rules that decide what a row holds (SCD2 history,
 //! the encounter snapshot merge, SCD1 latest-wins).
 //!
-//! Owns: the shape of every warehouse table (see
-//! `migrations/warehouse/0001_star_schema.sql`) and how rows are read and written.
+//! Owns: the shape of every warehouse table (see `migrations/warehouse/`, from
+//! `0001_star_schema.sql` on) and how rows are read and written.
 //! Must not: read the staging zone, decode events, or decide what to load and when
 //! (the [`crate::batch`] stage does that).
 //!
