@@ -32,6 +32,21 @@ async fn send_all(addr: std::net::SocketAddr, extract: &Extract) -> hospital_cli
     .expect("load streams")
 }
 
+/// One column of every row of a CSV file, by header name.
+fn csv_column(path: &std::path::Path, name: &str) -> Vec<String> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let i = reader.headers().unwrap().iter().position(|h| h == name).unwrap();
+    reader.records().map(|r| r.unwrap()[i].to_owned()).collect()
+}
+
+/// Rows of a query as tab-separated fields (none of the values here holds a tab).
+fn query_rows(ch: &hospital_testkit::ClickHouseServer, sql: &str) -> Vec<Vec<String>> {
+    let out = ch.query(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    out.lines()
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
 fn csv_rows(path: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(path).unwrap();
     text.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
@@ -65,9 +80,19 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
             ),
             count(ch, "SELECT count() FROM warehouse.fact_medication FINAL WHERE is_deleted = 0"),
             count(ch, "SELECT count() FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_charge FINAL WHERE is_deleted = 0"),
         )
     };
     let first = counts(&ch);
+    let charges = csv_column(&dir.join("claims_transactions.csv"), "TYPE")
+        .iter()
+        .filter(|t| *t == "CHARGE")
+        .count() as u64;
+    println!(
+        "claims_transactions.csv: {charges} CHARGE rows; fact_charge: {} rows",
+        first.5
+    );
+    assert_eq!(first.5, charges, "one charge line per CHARGE transaction");
     assert_eq!(first.0, patients, "one current patient per row of patients.csv");
     assert_eq!(first.1, encounters, "one encounter per row of encounters.csv");
     assert_eq!(first.2, encounters, "every Synthea encounter has a STOP");
@@ -78,6 +103,69 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
     send(platform.local_addr(), &extract).await;
     run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(counts(&ch), first, "a second load adds nothing");
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_reference_catalogue_names_drugs_and_payers_and_a_second_load_adds_nothing() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sources/reference");
+    let extract = load::reference(&dir).expect("the catalogue reads");
+    assert!(extract.problems.is_empty(), "{:?}", extract.problems);
+    // The catalogue's rows, read here with the csv crate: code -> (name, class, form,
+    // strength) and code -> (name, payer_type).
+    let file_rows = |file: &str, columns: &[&str]| -> Vec<Vec<String>> {
+        let cols: Vec<Vec<String>> = columns.iter().map(|c| csv_column(&dir.join(file), c)).collect();
+        let mut rows: Vec<Vec<String>> = (0..cols[0].len())
+            .map(|i| cols.iter().map(|c| c[i].clone()).collect())
+            .collect();
+        rows.sort();
+        rows
+    };
+    let drugs = file_rows(
+        "drugs.csv",
+        &["code", "code_system", "name", "drug_class", "form", "strength"],
+    );
+    let payers = file_rows("payers.csv", &["code", "name", "payer_type"]);
+    println!("reference catalogue: {} drugs, {} payers", drugs.len(), payers.len());
+    assert!(!drugs.is_empty() && !payers.is_empty());
+
+    let ch = clickhouse();
+    let platform = start_platform(&ch).await;
+    assert_eq!(send(platform.local_addr(), &extract).await, drugs.len() + payers.len());
+    run_warehouse_load(platform.local_addr(), false).await;
+
+    let dims = |ch: &hospital_testkit::ClickHouseServer| {
+        (
+            query_rows(
+                ch,
+                "SELECT drug_code, code_system, name, drug_class, form, strength FROM warehouse.dim_drug FINAL \
+                 WHERE is_inferred = 0 ORDER BY drug_code",
+            ),
+            query_rows(
+                ch,
+                "SELECT payer_code, name, payer_type FROM warehouse.dim_payer FINAL WHERE is_inferred = 0 ORDER BY payer_code",
+            ),
+            count(ch, "SELECT count() FROM warehouse.dim_drug FINAL"),
+            count(ch, "SELECT count() FROM warehouse.dim_payer FINAL"),
+        )
+    };
+    let first = dims(&ch);
+    // Sorted the same way: by code, which ClickHouse and Rust order alike (ASCII).
+    assert_eq!(
+        first.0, drugs,
+        "dim_drug holds the catalogue's drugs, named and classed"
+    );
+    assert_eq!(first.1, payers, "dim_payer holds the catalogue's payers");
+    assert_eq!(
+        (first.2, first.3),
+        (drugs.len() as u64, payers.len() as u64),
+        "and nothing else"
+    );
+    assert!(first.0.iter().all(|d| !d[2].is_empty() && !d[3].is_empty()));
+
+    send(platform.local_addr(), &extract).await;
+    run_warehouse_load(platform.local_addr(), false).await;
+    assert_eq!(dims(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
 }
 
@@ -132,22 +220,36 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
     let extract = load::fhir(&dir).expect("the bundles read");
     assert!(extract.problems.is_empty(), "{:?}", extract.problems);
     // Count what the files hold, independently of the mapper.
-    let (mut patients, mut encounters) = (0u64, 0u64);
+    let (mut patients, mut encounters, mut conditions, mut procedures) = (0u64, 0u64, 0u64, 0u64);
     for file in std::fs::read_dir(&dir).unwrap() {
         let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
         for entry in bundle["entry"].as_array().unwrap() {
             match entry["resource"]["resourceType"].as_str() {
                 Some("Patient") => patients += 1,
                 Some("Encounter") => encounters += 1,
+                Some("Condition") => conditions += 1,
+                Some("Procedure") => procedures += 1,
                 _ => {}
             }
         }
     }
-    assert_eq!(patients, 5);
+    assert_eq!((patients, conditions, procedures), (5, 46, 54));
 
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    send(platform.local_addr(), &extract).await;
+    let report = send_all(platform.local_addr(), &extract).await;
+    // One Synthea Procedure carries LOINC 34552-0 (an echocardiogram panel) under the
+    // SNOMED CT system, and the door says so by event and field.
+    let rejected: Vec<(&str, &str)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.event_id.as_str(), r.violations[0].field.as_str()))
+        .collect();
+    assert_eq!(
+        rejected,
+        [("Procedure/65b3556c-764f-49e8-b015-77571cf06896", "procedure.code")]
+    );
+    assert_eq!(report.committed, extract.events.len() - 1, "its neighbours commit");
     run_warehouse_load(platform.local_addr(), false).await;
     let counts = |ch: &hospital_testkit::ClickHouseServer| {
         (
@@ -157,12 +259,16 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
             ),
             count(ch, "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"),
             count(ch, "SELECT count() FROM warehouse.fact_charge FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0"),
         )
     };
     let first = counts(&ch);
     assert_eq!((first.0, first.1), (patients, encounters));
     assert!(first.2 > 0, "claims become charge lines");
-    send(platform.local_addr(), &extract).await;
+    // Every Condition and every other Procedure passes the door and lands once.
+    assert_eq!((first.3, first.4), (conditions, procedures - 1));
+    send_all(platform.local_addr(), &extract).await;
     run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(counts(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
@@ -238,6 +344,35 @@ async fn mimic_demo_loads_100_patients_129_admissions_transfers_prescriptions_an
     assert_eq!(
         q("SELECT uniqExact(source_event_id) FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0"),
         sets_accepted
+    );
+    // The drugs the orders use are named from PRESCRIPTIONS (the adapter's catalogue),
+    // not inferred placeholders: every NDC of the file, and every code in
+    // fact_medication.
+    let ndcs: std::collections::BTreeSet<String> = csv_column(&dir.join("PRESCRIPTIONS.csv"), "NDC")
+        .into_iter()
+        .filter(|n| !n.trim_start_matches('0').is_empty())
+        .collect();
+    let used = "(SELECT drug_code FROM warehouse.fact_medication FINAL WHERE is_deleted = 0 AND drug_code != '')";
+    let named_ndcs = q("SELECT count() FROM warehouse.dim_drug FINAL \
+         WHERE code_system = 'NDC' AND is_inferred = 0 AND name != '' AND strength != ''");
+    println!(
+        "MIMIC: {} distinct NDCs in PRESCRIPTIONS.csv, {named_ndcs} named NDC drugs in dim_drug, {} drug codes in fact_medication",
+        ndcs.len(),
+        q(&format!("SELECT uniqExact(drug_code) FROM {used}"))
+    );
+    assert_eq!(named_ndcs, ndcs.len() as u64);
+    assert_eq!(
+        q(&format!(
+            "SELECT count() FROM warehouse.dim_drug FINAL WHERE drug_code IN {used} AND is_inferred = 1"
+        )),
+        0,
+        "no drug an order uses is an inferred placeholder"
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT count() FROM warehouse.dim_drug FINAL WHERE drug_code IN {used} AND is_inferred = 0 AND name != ''"
+        )),
+        q(&format!("SELECT uniqExact(drug_code) FROM {used}"))
     );
     platform.shutdown().await.unwrap();
 }

@@ -72,7 +72,7 @@ pub fn hl7(path: &Path) -> std::io::Result<Extract> {
 }
 
 /// A Synthea CSV export directory (patients, payers, encounters, observations,
-/// medications).
+/// medications, and the charges of claims_transactions.csv with their claims' payers).
 pub fn synthea(dir: &Path) -> Result<Extract, hospital_sources::synthea::SyntheaError> {
     use hospital_sources::synthea::{Export, Options};
     let mut x = Extract::default();
@@ -133,5 +133,15 @@ pub fn mimic(dir: &Path) -> Result<Extract, hospital_sources::mimic::MimicError>
             .entry("birth dates before 1900 after the shift (ages over 89 are masked in MIMIC)".into())
             .or_default() += summary.birth_dates_omitted as usize;
     }
+    Ok(x)
+}
+
+/// A reference data directory (`drugs.csv`, `payers.csv`, `wards.csv`, each optional),
+/// such as the shipped catalogue in `platform/sources/reference`.
+pub fn reference(dir: &Path) -> Result<Extract, hospital_sources::reference::ReferenceError> {
+    use hospital_sources::reference::{Catalogue, Options};
+    let mut x = Extract::default();
+    let summary = Catalogue::new(dir, Options::default()).read_all(|e| x.events.push(e))?;
+    x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
     Ok(x)
 }

@@ -16,5 +16,6 @@
 pub mod fhir;
 pub mod hl7v2;
 pub mod mimic;
+pub mod reference;
 pub mod synthea;
 pub mod table;

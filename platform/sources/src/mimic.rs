@@ -1,10 +1,12 @@
 //! MIMIC-III (demo v1.4) CSV tables -> canonical `ClinicalEvent`s: patients, admissions
-//! and discharges, transfers, prescriptions and charted vital signs.
+//! and discharges, transfers, the drug catalogue and prescriptions, and charted vital
+//! signs.
 //!
-//! Follows [`crate::synthea`]: columns found by header name (case-insensitive), every
-//! column the mapping reads is required ([`MimicError::MissingColumn`] refuses the file),
-//! a bad row is one [`MimicError`] naming file, 1-based line (header = line 1) and
-//! column, and the other rows still map. Validation stays at the platform's ingest door.
+//! Follows [`crate::synthea`] and reads through [`crate::table`]: columns found by
+//! header name (case-insensitive), every column the mapping reads is required
+//! ([`MimicError::MissingColumn`] refuses the file), a bad row is one [`MimicError`]
+//! naming file, 1-based line (header = line 1) and column, and the other rows still
+//! map. Validation stays at the platform's ingest door.
 //!
 //! Rules:
 //! - Dates: MIMIC shifts every patient into 2100-2210. Each patient's whole timeline is
@@ -32,26 +34,35 @@
 //!   units that the admissions and transfers already carry.
 //! - PRESCRIPTIONS -> `MedicationOrder` at STARTDATE (`ends_at` ENDDATE); drug code NDC,
 //!   or FORMULARY_DRUG_CD when NDC is 0 or empty; dose DOSE_VAL_RX when numeric, else 0.
+//! - PRESCRIPTIONS is also the drug catalogue: before the orders, one
+//!   `ReferenceData::Drug` per distinct drug code the orders use, in order of first use:
+//!   code system [`NDC`] or [`FORMULARY`] (as the order's code was chosen), name DRUG,
+//!   strength PROD_STRENGTH, form FORM_UNIT_DISP, no class. Rows of one code spell it
+//!   differently (DRUG "Metoprolol" and "Metoprolol Tartrate" for one NDC): the most
+//!   frequent (DRUG, PROD_STRENGTH, FORM_UNIT_DISP) wins, ties to the first written.
+//!   Timed at [`Options::reference_data_at`] (default the Unix epoch), so the warehouse
+//!   names the drugs instead of inferring placeholders from the orders.
 //! - CHARTEVENTS_VITALS.csv.gz -> one `VitalSigns` per (SUBJECT_ID, HADM_ID, CHARTTIME),
 //!   ITEMIDs mapped by [`vital_item`]; rows with ERROR=1, an empty VALUENUM or another
 //!   ITEMID are skipped and counted; the first value of a code in a set wins.
 //! - Event ids: `mimic/patients/<ROW_ID>`, `mimic/admissions/<ROW_ID>/admission` and
-//!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/prescriptions/<ROW_ID>`,
+//!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/drugs/<code system>/<code>`,
+//!   `mimic/prescriptions/<ROW_ID>`,
 //!   `mimic/chartevents/<SUBJECT_ID>/<HADM_ID>/<raw CHARTTIME>` (raw, so ids do not
 //!   depend on the anchor).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::{
-    self as pb, clinical_event::Payload, AdministrativeSex, AdmissionType, ClinicalEvent, DischargeDisposition,
-    EncounterClass,
+    self as pb, clinical_event::Payload, reference_data::Item, AdministrativeSex, AdmissionType, ClinicalEvent,
+    DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 use time::macros::{date, datetime, format_description};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+
+use crate::table::{self, Columns, Row};
 
 /// The tables that are read, in the order [`Export::read_all`] emits their events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -120,6 +131,8 @@ impl MimicFile {
                 "DOSE_VAL_RX",
                 "DOSE_UNIT_RX",
                 "ROUTE",
+                "PROD_STRENGTH",
+                "FORM_UNIT_DISP",
             ],
             Self::ChartEventsVitals => &["SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUENUM", "ERROR"],
         }
@@ -135,6 +148,8 @@ pub struct Options {
     pub assigning_authority: String,
     /// Every patient's latest time is shifted (by whole weeks) to on or before this.
     pub anchor: OffsetDateTime,
+    /// `occurred_at` of the drug catalogue taken from PRESCRIPTIONS, which is not dated.
+    pub reference_data_at: Timestamp,
 }
 
 impl Default for Options {
@@ -143,6 +158,7 @@ impl Default for Options {
             source_system: "mimic".to_owned(),
             assigning_authority: "mimic".to_owned(),
             anchor: datetime!(2025-01-01 0:00 UTC),
+            reference_data_at: Timestamp { seconds: 0, nanos: 0 },
         }
     }
 }
@@ -177,61 +193,26 @@ const WEEK: i64 = 7 * 24 * 3600;
 
 /// One table read into memory with its header index.
 struct Table {
-    file: MimicFile,
-    index: HashMap<&'static str, usize>,
+    columns: Columns,
     rows: Vec<(u64, csv::StringRecord)>,
 }
 
-#[derive(Clone, Copy)]
-struct Row<'a> {
-    table: &'a Table,
-    record: &'a csv::StringRecord,
-    line: u64,
+/// MIMIC's value formats, read from a [`Row`].
+trait Values {
+    /// `YYYY-MM-DD HH:MM:SS` (UTC), unshifted.
+    fn time(&self, column: &'static str) -> Result<Option<OffsetDateTime>, MimicError>;
+    fn req_time(&self, column: &'static str) -> Result<OffsetDateTime, MimicError>;
 }
 
-impl<'a> Row<'a> {
-    fn file(&self) -> &'static str {
-        self.table.file.file_name()
-    }
+const NOT_A_TIME: &str = "is not a YYYY-MM-DD HH:MM:SS date-time";
 
-    fn opt(&self, column: &'static str) -> Option<&'a str> {
-        let i = *self
-            .table
-            .index
-            .get(column)
-            .unwrap_or_else(|| panic!("{column} is not a required column of {}", self.file()));
-        self.record.get(i).map(str::trim).filter(|v| !v.is_empty())
-    }
-
-    fn req(&self, column: &'static str) -> Result<&'a str, MimicError> {
-        self.opt(column).ok_or(MimicError::MissingValue {
-            file: self.file(),
-            line: self.line,
-            column,
-        })
-    }
-
-    fn bad(&self, column: &'static str, value: &str, reason: &str) -> MimicError {
-        MimicError::BadValue {
-            file: self.file(),
-            line: self.line,
-            column,
-            value: value.to_owned(),
-            reason: reason.to_owned(),
-        }
-    }
-
-    /// `YYYY-MM-DD HH:MM:SS` (UTC), unshifted.
+impl Values for Row<'_> {
     fn time(&self, column: &'static str) -> Result<Option<OffsetDateTime>, MimicError> {
-        let Some(v) = self.opt(column) else { return Ok(None) };
-        parse_time(v)
-            .map(Some)
-            .ok_or_else(|| self.bad(column, v, "is not a YYYY-MM-DD HH:MM:SS date-time"))
+        self.parse_opt(column, parse_time, NOT_A_TIME)
     }
 
     fn req_time(&self, column: &'static str) -> Result<OffsetDateTime, MimicError> {
-        let v = self.req(column)?;
-        parse_time(v).ok_or_else(|| self.bad(column, v, "is not a YYYY-MM-DD HH:MM:SS date-time"))
+        self.parse(column, parse_time, NOT_A_TIME)
     }
 }
 
@@ -346,57 +327,16 @@ impl Export {
     }
 
     fn load(&self, file: MimicFile, errors: &mut Vec<MimicError>) -> Result<Table, MimicError> {
-        let path = self.dir.join(file.file_name());
-        let f = File::open(&path).map_err(|e| MimicError::Io {
-            file: file.file_name(),
-            message: format!("cannot open {}: {e}", path.display()),
-        })?;
-        let input: Box<dyn Read> = if file.file_name().ends_with(".gz") {
-            Box::new(flate2::read::MultiGzDecoder::new(f))
-        } else {
-            Box::new(f)
-        };
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-        let header = reader.headers().map_err(|e| MimicError::Io {
-            file: file.file_name(),
-            message: format!("cannot read the header: {e}"),
-        })?;
-        let names: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
-        let mut index = HashMap::new();
-        for &column in file.required_columns() {
-            let i = names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(column))
-                .ok_or(MimicError::MissingColumn {
-                    file: file.file_name(),
-                    column,
-                })?;
-            index.insert(column, i);
-        }
+        let (reader, columns) = table::open(&self.dir, file.file_name(), file.required_columns())?;
         let mut rows = Vec::new();
-        for record in reader.records() {
-            match record {
-                Ok(r) => {
-                    let line = r.position().map_or(0, csv::Position::line);
-                    rows.push((line, r));
-                }
-                Err(e) => {
-                    let line = e.position().map_or(0, csv::Position::line);
-                    if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                        return Err(MimicError::Io {
-                            file: file.file_name(),
-                            message: e.to_string(),
-                        });
-                    }
-                    errors.push(MimicError::Csv {
-                        file: file.file_name(),
-                        line,
-                        message: e.to_string(),
-                    });
-                }
+        for item in table::records(file.file_name(), reader) {
+            match item {
+                Ok(row) => rows.push(row),
+                Err(e @ MimicError::Io { .. }) => return Err(e),
+                Err(e) => errors.push(e),
             }
         }
-        Ok(Table { file, index, rows })
+        Ok(Table { columns, rows })
     }
 
     /// Reads the five tables, computes each patient's week shift, then hands every
@@ -489,6 +429,9 @@ impl Export {
             }
             emit(MimicFile::Transfers, &mut summary, transfer(&ctx, row).map(|e| vec![e]));
         }
+        for drug in drugs(&prescriptions, &self.options) {
+            emit(MimicFile::Prescriptions, &mut summary, Ok(vec![drug]));
+        }
         for row in &prescriptions {
             emit(
                 MimicFile::Prescriptions,
@@ -545,11 +488,7 @@ type VitalSet<'a> = (Row<'a>, OffsetDateTime, Vec<pb::Observation>);
 fn rows(t: &Table) -> Vec<Row<'_>> {
     t.rows
         .iter()
-        .map(|(line, record)| Row {
-            table: t,
-            record,
-            line: *line,
-        })
+        .map(|(line, record)| Row::new(&t.columns, record, *line))
         .collect()
 }
 
@@ -669,10 +608,7 @@ fn prescription(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicErro
         Some(t) => Some(timestamp(ctx.shifted(row, t)?)),
         None => None,
     };
-    let drug_code = match row.opt("NDC").filter(|n| !n.trim_start_matches('0').is_empty()) {
-        Some(ndc) => ndc,
-        None => row.opt("FORMULARY_DRUG_CD").unwrap_or_default(),
-    };
+    let drug_code = drug_code(row).map_or("", |(_, code)| code);
     let dose_value = row
         .opt("DOSE_VAL_RX")
         .and_then(|v| v.parse::<f64>().ok())
@@ -695,6 +631,76 @@ fn prescription(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicErro
             ends_at,
         }),
     )
+}
+
+/// Code system of PRESCRIPTIONS.NDC.
+pub const NDC: &str = "NDC";
+/// Code system of PRESCRIPTIONS.FORMULARY_DRUG_CD, the hospital's own drug codes.
+pub const FORMULARY: &str = "MIMIC formulary";
+
+/// A prescription's (code system, drug code): the NDC, or FORMULARY_DRUG_CD when the
+/// NDC is 0 or empty; `None` when both are missing.
+fn drug_code<'a>(row: &Row<'a>) -> Option<(&'static str, &'a str)> {
+    match row.opt("NDC").filter(|n| !n.trim_start_matches('0').is_empty()) {
+        Some(ndc) => Some((NDC, ndc)),
+        None => row.opt("FORMULARY_DRUG_CD").map(|cd| (FORMULARY, cd)),
+    }
+}
+
+/// (DRUG, PROD_STRENGTH, FORM_UNIT_DISP) of one drug code, each with its row count.
+type Spellings<'a> = Vec<((&'a str, &'a str, &'a str), u32)>;
+
+/// One `ReferenceData::Drug` per drug code the prescriptions use, in order of first
+/// use. A code's rows can spell it differently ("Metoprolol", "Metoprolol Tartrate"):
+/// the most frequent (DRUG, PROD_STRENGTH, FORM_UNIT_DISP) wins, ties to the first
+/// written. Rows without a DRUG name nothing.
+fn drugs(prescriptions: &[Row<'_>], opts: &Options) -> Vec<ClinicalEvent> {
+    // Per (code system, code) in order of first use: its spellings in order of first
+    // use, with their counts.
+    let mut codes: Vec<((&str, &str), Spellings<'_>)> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for row in prescriptions {
+        let (Some(code), Some(name)) = (drug_code(row), row.opt("DRUG")) else {
+            continue;
+        };
+        let spelling = (
+            name,
+            row.opt("PROD_STRENGTH").unwrap_or_default(),
+            row.opt("FORM_UNIT_DISP").unwrap_or_default(),
+        );
+        let i = *index.entry(code).or_insert_with(|| {
+            codes.push((code, Vec::new()));
+            codes.len() - 1
+        });
+        let spellings = &mut codes[i].1;
+        match spellings.iter_mut().find(|(s, _)| *s == spelling) {
+            Some((_, n)) => *n += 1,
+            None => spellings.push((spelling, 1)),
+        }
+    }
+    codes
+        .into_iter()
+        .filter_map(|((system, code), spellings)| {
+            // max_by_key keeps the last of equals: reversed, the first written wins.
+            let ((name, strength, form), _) = spellings.into_iter().rev().max_by_key(|(_, n)| *n)?;
+            Some(ClinicalEvent {
+                event_id: format!("mimic/drugs/{system}/{code}"),
+                source_system: opts.source_system.clone(),
+                occurred_at: Some(opts.reference_data_at),
+                patient: None,
+                payload: Some(Payload::ReferenceData(pb::ReferenceData {
+                    item: Some(Item::Drug(pb::Drug {
+                        code: code.to_owned(),
+                        code_system: system.to_owned(),
+                        name: name.to_owned(),
+                        drug_class: String::new(),
+                        form: form.to_owned(),
+                        strength: strength.to_owned(),
+                    })),
+                })),
+            })
+        })
+        .collect()
 }
 
 /// A chart row -> (raw time, observation); `None` when skipped.

@@ -1,11 +1,12 @@
 //! Synthea CSV export -> canonical `ClinicalEvent`s: patients, payers, encounters,
-//! observations and medications.
+//! observations, medications and charge lines.
 //!
 //! Owns which Synthea column feeds which event field, and a small streaming reader over
 //! an export directory ([`Export`], [`Events`]). The mapping functions ([`patient`],
-//! [`payer`], [`encounter`], [`observation`], [`vital_set`], [`medication`]) are pure;
-//! the reader is the only part that touches files. Validation (ranges, future dates,
-//! required event fields) stays at the platform's ingest door, as for every source.
+//! [`payer`], [`encounter`], [`observation`], [`vital_set`], [`medication`], [`charge`])
+//! are pure; the reader is the only part that touches files. Validation (ranges, future
+//! dates, required event fields) stays at the platform's ingest door, as for every
+//! source. Header and row reading are [`crate::table`]'s.
 //!
 //! Rules:
 //! - Columns are found by header name (case-insensitive), so reordered or added columns
@@ -20,7 +21,8 @@
 //!   Files without an `Id` column use a row key: medications
 //!   `medications/<PATIENT>/<ENCOUNTER>/<CODE>/<START>`, observations
 //!   `observations/<PATIENT>/<ENCOUNTER>/<DATE>/<CODE>` and
-//!   `observations/<PATIENT>/<ENCOUNTER>/<DATE>/vital-signs`. A key seen again in the
+//!   `observations/<PATIENT>/<ENCOUNTER>/<DATE>/vital-signs`; charge lines
+//!   `claims_transactions/<ID>`. A key seen again in the
 //!   same file gets `#2`, `#3`... in file order, so a re-read of the same export gives
 //!   the same ids (and the warehouse's dedup absorbs it).
 //! - Patients: `PATIENT`/`Id` is the MRN, assigning authority `synthea` (options). A
@@ -43,12 +45,23 @@
 //!   key order; only the vital rows are held in memory, every other row streams.
 //! - Medications: one `MedicationOrder` at `START` (`STOP` -> `ends_at`), `CODE` is
 //!   RxNorm. No dose, route or frequency: the export does not have them.
-//! - claims.csv is not mapped: it carries no charge amounts (only outstanding balances,
-//!   `OUTSTANDING1/2/P`, all zero in practice); the amounts are in
-//!   claims_transactions.csv (`TYPE` = CHARGE, `AMOUNT`, `UNITAMOUNT`, `UNITS`).
+//! - Charges: each claims_transactions.csv row with `TYPE` = CHARGE is one `ChargeLine`
+//!   at `FROMDATE`: `charge_id` = `ID`, patient `PATIENTID`, encounter `APPOINTMENTID`
+//!   (the encounter's `Id`, as in claims.csv), code `PROCEDURECODE` (SNOMED CT for
+//!   procedures and encounters, RxNorm for medications, CVX for immunizations),
+//!   description `NOTES` (else the code), quantity `UNITS`, `unit_price_minor` =
+//!   `UNITAMOUNT` in cents, currency USD. PAYMENT, TRANSFERIN and TRANSFEROUT rows move
+//!   money already charged: skipped and counted.
+//! - A charge's payer is its claim's primary payer: claims.csv `PRIMARYPATIENTINSURANCEID`
+//!   (a payers.csv `Id`; `0` means no insurance, left empty, and encounters.csv gives
+//!   those encounters the `NO_INSURANCE` payer). The transactions' own
+//!   `PATIENTINSURANCEID` is not a payer (it holds the patient's id). claims.csv is read
+//!   first into a claim -> payer map ([`ClaimPayers`], about one claim id per claim);
+//!   the transactions stream. A charge whose `CLAIMID` is not in claims.csv is a bad
+//!   row. claims.csv's other columns are not mapped: it has no amounts (only
+//!   outstanding balances, all zero in practice).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +73,8 @@ use prost_types::Timestamp;
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
+
+use crate::table::{self, csv_error};
 
 /// LOINC codes that make up a set of vital signs: heart rate, respiratory rate, systolic
 /// and diastolic blood pressure, body temperature, weight, height, BMI, SpO2.
@@ -76,15 +91,17 @@ pub enum SyntheaFile {
     Encounters,
     Observations,
     Medications,
+    ClaimsTransactions,
 }
 
 impl SyntheaFile {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Payers,
         Self::Patients,
         Self::Encounters,
         Self::Observations,
         Self::Medications,
+        Self::ClaimsTransactions,
     ];
 
     /// `patients.csv`, ...
@@ -95,6 +112,7 @@ impl SyntheaFile {
             Self::Encounters => "encounters.csv",
             Self::Observations => "observations.csv",
             Self::Medications => "medications.csv",
+            Self::ClaimsTransactions => "claims_transactions.csv",
         }
     }
 
@@ -130,6 +148,18 @@ impl SyntheaFile {
                 "TYPE",
             ],
             Self::Medications => &["START", "STOP", "PATIENT", "ENCOUNTER", "CODE", "DESCRIPTION"],
+            Self::ClaimsTransactions => &[
+                "ID",
+                "CLAIMID",
+                "PATIENTID",
+                "TYPE",
+                "FROMDATE",
+                "PROCEDURECODE",
+                "UNITS",
+                "NOTES",
+                "UNITAMOUNT",
+                "APPOINTMENTID",
+            ],
         }
     }
 }
@@ -158,110 +188,50 @@ impl Default for Options {
 /// Why a file or a row could not be mapped.
 pub type SyntheaError = crate::table::TableError;
 
-/// Where each required column of a file sits in its header.
-#[derive(Debug, Clone)]
-pub struct Columns {
-    file: SyntheaFile,
-    index: HashMap<&'static str, usize>,
-}
+pub use crate::table::{Columns, Row};
 
-impl Columns {
-    /// Finds the file's required columns in `header` (names compared case-insensitively,
-    /// a UTF-8 BOM and surrounding blanks ignored); extra columns are ignored.
-    pub fn new(file: SyntheaFile, header: &csv::StringRecord) -> Result<Self, SyntheaError> {
-        let names: Vec<&str> = header.iter().map(|h| h.trim_start_matches('\u{feff}').trim()).collect();
-        let mut index = HashMap::new();
-        for &column in file.required_columns() {
-            let i = names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(column))
-                .ok_or(SyntheaError::MissingColumn {
-                    file: file.file_name(),
-                    column,
-                })?;
-            index.insert(column, i);
-        }
-        Ok(Self { file, index })
-    }
-}
-
-/// One data row with its 1-based line number, read through its file's [`Columns`].
-#[derive(Debug, Clone, Copy)]
-pub struct Row<'a> {
-    columns: &'a Columns,
-    record: &'a csv::StringRecord,
-    line: u64,
-}
-
-impl<'a> Row<'a> {
-    pub fn new(columns: &'a Columns, record: &'a csv::StringRecord, line: u64) -> Self {
-        Self { columns, record, line }
-    }
-
-    fn file(&self) -> &'static str {
-        self.columns.file.file_name()
-    }
-
-    /// The trimmed value of a required column; `None` when empty (or the row is short).
-    /// Asking for a column that is not in the file's required list is a bug.
-    fn opt(&self, column: &'static str) -> Option<&'a str> {
-        let i = *self
-            .columns
-            .index
-            .get(column)
-            .unwrap_or_else(|| panic!("{column} is not a required column of {}", self.file()));
-        self.record.get(i).map(str::trim).filter(|v| !v.is_empty())
-    }
-
-    fn req(&self, column: &'static str) -> Result<&'a str, SyntheaError> {
-        self.opt(column).ok_or(SyntheaError::MissingValue {
-            file: self.file(),
-            line: self.line,
-            column,
-        })
-    }
-
-    fn bad(&self, column: &'static str, value: &str, reason: impl Into<String>) -> SyntheaError {
-        SyntheaError::BadValue {
-            file: self.file(),
-            line: self.line,
-            column,
-            value: value.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
+/// Synthea's value formats, read from a [`Row`].
+trait Values {
     /// An ISO 8601 date-time with offset (`2023-01-27T16:17:47Z`), or a plain date
     /// taken as 00:00 UTC.
+    fn time(&self, column: &'static str) -> Result<Option<Timestamp>, SyntheaError>;
+    fn req_time(&self, column: &'static str) -> Result<Timestamp, SyntheaError>;
+    fn date(&self, column: &'static str) -> Result<Date, SyntheaError>;
+    fn number(&self, column: &'static str) -> Result<f64, SyntheaError>;
+}
+
+const NOT_A_TIME: &str = "is not an ISO 8601 date or date-time";
+
+fn parse_time(v: &str) -> Option<Timestamp> {
+    match OffsetDateTime::parse(v, &Rfc3339) {
+        Ok(t) => Some(timestamp(t)),
+        Err(_) => parse_date(v).map(|d| timestamp(d.midnight().assume_utc())),
+    }
+}
+
+fn parse_number(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+impl Values for Row<'_> {
     fn time(&self, column: &'static str) -> Result<Option<Timestamp>, SyntheaError> {
-        let Some(v) = self.opt(column) else { return Ok(None) };
-        if let Ok(t) = OffsetDateTime::parse(v, &Rfc3339) {
-            return Ok(Some(timestamp(t)));
-        }
-        match parse_date(v) {
-            Some(d) => Ok(Some(timestamp(d.midnight().assume_utc()))),
-            None => Err(self.bad(column, v, "is not an ISO 8601 date or date-time")),
-        }
+        self.parse_opt(column, parse_time, NOT_A_TIME)
     }
 
     fn req_time(&self, column: &'static str) -> Result<Timestamp, SyntheaError> {
-        self.req(column)?;
-        Ok(self.time(column)?.expect("value checked present"))
+        self.parse(column, parse_time, NOT_A_TIME)
     }
 
     fn date(&self, column: &'static str) -> Result<Date, SyntheaError> {
-        let v = self.req(column)?;
-        parse_date(v)
-            .or_else(|| OffsetDateTime::parse(v, &Rfc3339).ok().map(|t| t.date()))
-            .ok_or_else(|| self.bad(column, v, "is not an ISO 8601 date"))
+        self.parse(
+            column,
+            |v| parse_date(v).or_else(|| OffsetDateTime::parse(v, &Rfc3339).ok().map(|t| t.date())),
+            "is not an ISO 8601 date",
+        )
     }
 
     fn number(&self, column: &'static str) -> Result<f64, SyntheaError> {
-        let v = self.req(column)?;
-        v.parse::<f64>()
-            .ok()
-            .filter(|n| n.is_finite())
-            .ok_or_else(|| self.bad(column, v, "is not a finite number"))
+        self.parse(column, parse_number, "is not a finite number")
     }
 }
 
@@ -425,6 +395,116 @@ pub fn medication(row: &Row<'_>, opts: &Options) -> Result<ClinicalEvent, Synthe
     ))
 }
 
+/// claims.csv: read only for each claim's primary payer (see [`ClaimPayers`]).
+pub const CLAIMS_FILE: &str = "claims.csv";
+const CLAIMS_COLUMNS: &[&str] = &["Id", "PRIMARYPATIENTINSURANCEID"];
+
+/// Each claim's primary payer, from claims.csv (`Id` -> `PRIMARYPATIENTINSURANCEID`;
+/// `0`, Synthea's "no insurance", becomes no payer). claims_transactions.csv names the
+/// claim of each line but not its payer. Payer ids are held once each, so the map costs
+/// about one claim id per claim.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimPayers {
+    claims: HashMap<String, u32>,
+    payers: Vec<String>,
+}
+
+impl ClaimPayers {
+    /// Reads claims.csv; bad rows come back beside the map (their claims stay unknown).
+    pub fn read<R: Read>(input: R) -> Result<(Self, Vec<SyntheaError>), SyntheaError> {
+        let (reader, columns) = table::reader(CLAIMS_FILE, CLAIMS_COLUMNS, input)?;
+        Self::from_reader(reader, &columns)
+    }
+
+    fn from_reader<R: Read>(
+        reader: csv::Reader<R>,
+        columns: &Columns,
+    ) -> Result<(Self, Vec<SyntheaError>), SyntheaError> {
+        let mut out = Self::default();
+        let mut index: HashMap<String, u32> = HashMap::new();
+        let mut errors = Vec::new();
+        for item in table::records(CLAIMS_FILE, reader) {
+            let (line, record) = match item {
+                Ok(r) => r,
+                Err(e @ SyntheaError::Io { .. }) => return Err(e),
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let row = Row::new(columns, &record, line);
+            let (id, payer) = match (row.req("Id"), row.req("PRIMARYPATIENTINSURANCEID")) {
+                (Ok(id), Ok(payer)) => (id, payer),
+                (Err(e), _) | (_, Err(e)) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let payer = if payer == "0" { "" } else { payer };
+            let next = out.payers.len() as u32;
+            let i = *index.entry(payer.to_owned()).or_insert_with(|| {
+                out.payers.push(payer.to_owned());
+                next
+            });
+            out.claims.insert(id.to_owned(), i);
+        }
+        Ok((out, errors))
+    }
+
+    /// The claim's primary payer (empty: none); `None` for a claim not in claims.csv.
+    pub fn get(&self, claim: &str) -> Option<&str> {
+        self.claims.get(claim).map(|&i| self.payers[i as usize].as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.claims.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.claims.is_empty()
+    }
+}
+
+/// Dollars with cents (`77.49`) -> cents.
+fn cents(v: &str) -> Option<i64> {
+    parse_number(v)
+        .filter(|d| d.abs() < 1e13)
+        .map(|d| (d * 100.0).round() as i64)
+}
+
+/// claims_transactions.csv row -> a `ChargeLine` at `FROMDATE` for `TYPE` = CHARGE;
+/// `None` for the other types (PAYMENT, TRANSFERIN, TRANSFEROUT move money already
+/// charged).
+pub fn charge(row: &Row<'_>, claims: &ClaimPayers, opts: &Options) -> Result<Option<ClinicalEvent>, SyntheaError> {
+    if row.req("TYPE")? != "CHARGE" {
+        return Ok(None);
+    }
+    let id = row.req("ID")?;
+    let claim = row.req("CLAIMID")?;
+    let payer = claims
+        .get(claim)
+        .ok_or_else(|| row.bad("CLAIMID", claim, format!("is not a claim of {CLAIMS_FILE}")))?;
+    let patient = row.req("PATIENTID")?;
+    let at = row.req_time("FROMDATE")?;
+    let code = row.req("PROCEDURECODE")?;
+    Ok(Some(event(
+        format!("claims_transactions/{id}"),
+        Some(patient),
+        at,
+        Payload::ChargeLine(pb::ChargeLine {
+            charge_id: id.to_owned(),
+            encounter_id: row.opt("APPOINTMENTID").unwrap_or_default().to_owned(),
+            code: code.to_owned(),
+            description: row.opt("NOTES").unwrap_or(code).to_owned(),
+            quantity: row.number("UNITS")?,
+            unit_price_minor: row.parse("UNITAMOUNT", cents, "is not an amount in dollars")?,
+            currency: "USD".to_owned(),
+            payer_code: payer.to_owned(),
+        }),
+        opts,
+    )))
+}
+
 /// The (patient, encounter, time) that groups vital-sign rows into one set. Ordered by
 /// patient, encounter, then time, so sets come out in a deterministic order.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -553,13 +633,18 @@ impl Export {
     }
 
     /// Opens one file and checks its header; the events stream from the iterator.
-    pub fn events(&self, file: SyntheaFile) -> Result<Events<File>, SyntheaError> {
-        let path = self.dir.join(file.file_name());
-        let f = File::open(&path).map_err(|e| SyntheaError::Io {
-            file: file.file_name(),
-            message: format!("cannot open {}: {e}", path.display()),
-        })?;
-        Events::new(file, f, self.options.clone())
+    /// claims_transactions.csv first reads claims.csv for the claims' payers (its bad
+    /// rows come first from the iterator).
+    pub fn events(&self, file: SyntheaFile) -> Result<Events<Box<dyn Read>>, SyntheaError> {
+        let (reader, columns) = table::open(&self.dir, file.file_name(), file.required_columns())?;
+        let mut events = Events::with_reader(file, reader, columns, self.options.clone());
+        if file == SyntheaFile::ClaimsTransactions {
+            let (reader, columns) = table::open(&self.dir, CLAIMS_FILE, CLAIMS_COLUMNS)?;
+            let (claims, errors) = ClaimPayers::from_reader(reader, &columns)?;
+            events.pending.extend(errors.into_iter().map(Err));
+            events = events.with_claims(claims);
+        }
+        Ok(events)
     }
 
     /// Reads every mapped file in [`SyntheaFile::ALL`] order, handing each event to
@@ -607,7 +692,8 @@ pub struct FileSummary {
     pub rows: u64,
     /// Events made.
     pub events: u64,
-    /// Rows deliberately not mapped (see [`ObservationRow::Skipped`]).
+    /// Rows deliberately not mapped (see [`ObservationRow::Skipped`], and the
+    /// transactions other than charges in claims_transactions.csv).
     pub skipped: u64,
 }
 
@@ -622,6 +708,7 @@ pub struct Events<R: Read> {
     pending: VecDeque<Result<ClinicalEvent, SyntheaError>>,
     vitals: BTreeMap<VitalKey, Vec<pb::Observation>>,
     seen: HashMap<String, u32>,
+    claims: ClaimPayers,
     rows: u64,
     skipped: u64,
     done: bool,
@@ -629,11 +716,15 @@ pub struct Events<R: Read> {
 
 impl<R: Read> Events<R> {
     /// Reads the header of `input` (the contents of `file`) and checks its columns.
+    /// For claims_transactions.csv, give the claims' payers with [`Events::with_claims`]
+    /// (a charge of a claim they do not hold is a bad row).
     pub fn new(file: SyntheaFile, input: R, options: Options) -> Result<Self, SyntheaError> {
-        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(input);
-        let header = reader.headers().map_err(|e| csv_error(file, &e))?.clone();
-        let columns = Columns::new(file, &header)?;
-        Ok(Self {
+        let (reader, columns) = table::reader(file.file_name(), file.required_columns(), input)?;
+        Ok(Self::with_reader(file, reader, columns, options))
+    }
+
+    fn with_reader(file: SyntheaFile, reader: csv::Reader<R>, columns: Columns, options: Options) -> Self {
+        Self {
             file,
             reader,
             columns,
@@ -642,10 +733,16 @@ impl<R: Read> Events<R> {
             pending: VecDeque::new(),
             vitals: BTreeMap::new(),
             seen: HashMap::new(),
+            claims: ClaimPayers::default(),
             rows: 0,
             skipped: 0,
             done: false,
-        })
+        }
+    }
+
+    /// The claims whose payers charge lines carry (claims_transactions.csv only).
+    pub fn with_claims(self, claims: ClaimPayers) -> Self {
+        Self { claims, ..self }
     }
 
     /// Data rows read so far.
@@ -694,6 +791,10 @@ impl<R: Read> Events<R> {
                 let e = medication(&row, opts)?;
                 self.push(e);
             }
+            SyntheaFile::ClaimsTransactions => match charge(&row, &self.claims, opts)? {
+                Some(e) => self.push(e),
+                None => self.skipped += 1,
+            },
             SyntheaFile::Observations => match observation(&row, opts)? {
                 ObservationRow::Vital(key, o) => self.vitals.entry(key).or_default().push(o),
                 ObservationRow::Lab(e) => self.push(*e),
@@ -701,20 +802,6 @@ impl<R: Read> Events<R> {
             },
         }
         Ok(())
-    }
-}
-
-fn csv_error(file: SyntheaFile, e: &csv::Error) -> SyntheaError {
-    match e.kind() {
-        csv::ErrorKind::Io(io) => SyntheaError::Io {
-            file: file.file_name(),
-            message: io.to_string(),
-        },
-        _ => SyntheaError::Csv {
-            file: file.file_name(),
-            line: e.position().map_or(0, csv::Position::line),
-            message: e.to_string(),
-        },
     }
 }
 
@@ -745,7 +832,7 @@ impl<R: Read> Iterator for Events<R> {
                     }
                 }
                 Err(e) => {
-                    let err = csv_error(self.file, &e);
+                    let err = csv_error(self.file.file_name(), &e);
                     // A read failure cannot be skipped past; a malformed record can.
                     if matches!(err, SyntheaError::Io { .. }) {
                         self.done = true;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::clinical_event::Payload;
-use hospital_proto::events::ClinicalEvent;
+use hospital_proto::events::{reference_data::Item, ClinicalEvent};
 use hospital_sources::mimic::{Export, MimicError, Options};
 use time::macros::format_description;
 use time::PrimitiveDateTime;
@@ -73,6 +73,7 @@ fn kind(e: &ClinicalEvent) -> &'static str {
         Payload::Transfer(_) => "transfer",
         Payload::MedicationOrder(_) => "medication",
         Payload::VitalSigns(_) => "vitals",
+        Payload::ReferenceData(_) => "drug",
         other => panic!("unexpected payload {other:?}"),
     }
 }
@@ -114,6 +115,8 @@ fn counts_match_the_files() {
     assert_eq!(bad_dates, 0);
     assert_eq!(by_kind["medication"], prescriptions.len() - bad_dates);
     assert_eq!(by_kind["vitals"], sets.len());
+    let codes: BTreeSet<String> = prescriptions.iter().filter_map(drug_code).map(|(_, c)| c).collect();
+    assert_eq!(by_kind["drug"], codes.len());
     let ids: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "event ids are unique");
 }
@@ -244,5 +247,92 @@ fn missing_column_refuses_the_file() {
             file: "PATIENTS.csv",
             column: "DOB"
         }
+    );
+}
+
+/// The code an order of this PRESCRIPTIONS row carries: the NDC unless it is 0 or empty,
+/// then FORMULARY_DRUG_CD; as (code system, code).
+fn drug_code(r: &HashMap<String, String>) -> Option<(&'static str, String)> {
+    if !r["NDC"].trim_start_matches('0').is_empty() {
+        Some(("NDC", r["NDC"].clone()))
+    } else if !r["FORMULARY_DRUG_CD"].is_empty() {
+        Some(("MIMIC formulary", r["FORMULARY_DRUG_CD"].clone()))
+    } else {
+        None
+    }
+}
+
+/// (DRUG, PROD_STRENGTH, FORM_UNIT_DISP).
+type Spelling = (String, String, String);
+
+/// Every drug code an order uses has one named catalogue entry before the orders, with
+/// the code's most frequent spelling in PRESCRIPTIONS.
+#[test]
+fn prescriptions_give_a_drug_catalogue_before_the_orders() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let prescriptions = rows(&dir, "PRESCRIPTIONS.csv");
+    let mut spellings: HashMap<(&str, String), HashMap<Spelling, usize>> = HashMap::new();
+    for r in &prescriptions {
+        if let Some(code) = drug_code(r) {
+            *spellings
+                .entry(code)
+                .or_default()
+                .entry((
+                    r["DRUG"].clone(),
+                    r["PROD_STRENGTH"].clone(),
+                    r["FORM_UNIT_DISP"].clone(),
+                ))
+                .or_default() += 1;
+        }
+    }
+    let first_order = events
+        .iter()
+        .position(|e| matches!(e.payload, Some(Payload::MedicationOrder(_))))
+        .unwrap();
+    let mut drugs = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let Some(Payload::ReferenceData(r)) = &e.payload else {
+            continue;
+        };
+        assert!(i < first_order, "{} comes before the orders", e.event_id);
+        let Some(Item::Drug(d)) = &r.item else { panic!("{r:?}") };
+        assert_eq!(e.event_id, format!("mimic/drugs/{}/{}", d.code_system, d.code));
+        assert!(e.patient.is_none());
+        drugs.insert((d.code_system.clone(), d.code.clone()), d.clone());
+    }
+    let ndc = drugs.keys().filter(|(s, _)| s == "NDC").count();
+    println!(
+        "{} drugs: {ndc} NDC, {} MIMIC formulary",
+        drugs.len(),
+        drugs.len() - ndc
+    );
+    assert_eq!(drugs.len(), spellings.len());
+    for ((system, code), counts) in &spellings {
+        let d = &drugs[&(system.to_string(), code.clone())];
+        let n = counts[&(d.name.clone(), d.strength.clone(), d.form.clone())];
+        assert_eq!(Some(&n), counts.values().max(), "{code}: the most frequent spelling");
+        assert!(!d.name.is_empty());
+    }
+    // Orders name the codes of the catalogue.
+    for e in &events {
+        if let Some(Payload::MedicationOrder(o)) = &e.payload {
+            assert!(
+                o.drug_code.is_empty() || drugs.keys().any(|(_, c)| *c == o.drug_code),
+                "{}",
+                o.drug_code
+            );
+        }
+    }
+    // A code spelt two ways: "Metoprolol Tartrate" (63 rows) and "Metoprolol" (40) for
+    // NDC 51079025520.
+    let metoprolol = &drugs[&("NDC".to_string(), "51079025520".to_string())];
+    assert_eq!(
+        (
+            metoprolol.name.as_str(),
+            metoprolol.strength.as_str(),
+            metoprolol.form.as_str()
+        ),
+        ("Metoprolol Tartrate", "25mg Tablet", "TAB")
     );
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{AdministrativeSex, ClinicalEvent, EncounterClass};
-use hospital_sources::synthea::{Events, Export, Options, SyntheaError, SyntheaFile};
+use hospital_sources::synthea::{ClaimPayers, Events, Export, Options, SyntheaError, SyntheaFile};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -63,6 +63,7 @@ fn kind(e: &ClinicalEvent) -> &'static str {
         Payload::VitalSigns(_) => "vitals",
         Payload::LabResult(_) => "lab",
         Payload::MedicationOrder(_) => "medication",
+        Payload::ChargeLine(_) => "charge",
         other => panic!("unexpected payload {other:?}"),
     }
 }
@@ -88,6 +89,10 @@ fn counts_match_the_files() {
     let encounters = rows(&dir, "encounters.csv");
     let with_stop = encounters.iter().filter(|r| !r["STOP"].is_empty()).count();
     let medications = rows(&dir, "medications.csv");
+    let charges = rows(&dir, "claims_transactions.csv")
+        .iter()
+        .filter(|r| r["TYPE"] == "CHARGE")
+        .count();
     // Observations: vital sets are distinct (patient, encounter, date) among numeric rows
     // with a vital-sign code; labs are the other rows with a LOINC code (digits, dash,
     // check digit), numeric or text.
@@ -112,6 +117,7 @@ fn counts_match_the_files() {
         ("vitals", vital_sets.len()),
         ("lab", labs),
         ("medication", medications.len()),
+        ("charge", charges),
     ]);
     assert_eq!(by_kind, expected);
     // The snapshot as described in its SOURCE.md (990 observation rows, 75 of them
@@ -126,6 +132,7 @@ fn counts_match_the_files() {
             ("vitals", 28),
             ("lab", 727),
             ("medication", 663),
+            ("charge", 1545),
         ])
     );
 
@@ -148,6 +155,72 @@ fn summary_counts_rows_and_skips() {
         .count();
     assert_eq!(obs.skipped, no_loinc as u64);
     assert_eq!(summary.files[&SyntheaFile::Patients].skipped, 0);
+    // Payments and transfers between payers move money already charged.
+    let transactions = rows(&dir, "claims_transactions.csv");
+    let tx = summary.files[&SyntheaFile::ClaimsTransactions];
+    assert_eq!(tx.rows, transactions.len() as u64);
+    assert_eq!(
+        tx.skipped,
+        transactions.iter().filter(|r| r["TYPE"] != "CHARGE").count() as u64
+    );
+}
+
+#[test]
+fn charge_lines_carry_the_transaction_and_the_claims_primary_payer() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let by_id: HashMap<_, _> = events.iter().map(|e| (e.event_id.as_str(), e)).collect();
+    let claims: HashMap<String, HashMap<String, String>> = rows(&dir, "claims.csv")
+        .into_iter()
+        .map(|r| (r["Id"].clone(), r))
+        .collect();
+    let payers: BTreeSet<String> = rows(&dir, "payers.csv").into_iter().map(|r| r["Id"].clone()).collect();
+    let mut total_cents = 0i64;
+    let (mut insured, mut uninsured) = (0, 0);
+    for t in rows(&dir, "claims_transactions.csv") {
+        if t["TYPE"] != "CHARGE" {
+            continue;
+        }
+        let e = by_id[format!("claims_transactions/{}", t["ID"]).as_str()];
+        let Some(Payload::ChargeLine(c)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        assert_eq!(e.patient.as_ref().unwrap().mrn, t["PATIENTID"]);
+        assert_eq!(e.occurred_at.unwrap().seconds, seconds(&t["FROMDATE"]));
+        assert_eq!(
+            (c.charge_id.as_str(), c.encounter_id.as_str(), c.code.as_str()),
+            (
+                t["ID"].as_str(),
+                t["APPOINTMENTID"].as_str(),
+                t["PROCEDURECODE"].as_str()
+            )
+        );
+        assert_eq!(c.description, t["NOTES"]);
+        assert_eq!(c.quantity, t["UNITS"].parse::<f64>().unwrap());
+        assert_eq!(c.currency, "USD");
+        // Dollars with two decimals, as written, to cents.
+        let (dollars, cents) = t["UNITAMOUNT"].split_once('.').unwrap();
+        assert_eq!(
+            c.unit_price_minor,
+            dollars.parse::<i64>().unwrap() * 100 + cents.parse::<i64>().unwrap()
+        );
+        total_cents += c.unit_price_minor;
+        let primary = &claims[&t["CLAIMID"]]["PRIMARYPATIENTINSURANCEID"];
+        if primary == "0" {
+            uninsured += 1;
+            assert_eq!(c.payer_code, "");
+        } else {
+            insured += 1;
+            assert_eq!(&c.payer_code, primary);
+            assert!(payers.contains(primary), "{primary} is a payer of payers.csv");
+        }
+    }
+    println!(
+        "{} charge lines ({insured} insured, {uninsured} without insurance), ${:.2}",
+        insured + uninsured,
+        total_cents as f64 / 100.0
+    );
+    assert!(insured > 0 && uninsured > 0);
 }
 
 #[test]
@@ -387,4 +460,70 @@ fn a_short_row_and_a_bad_number_are_row_errors() {
     let e = items[1].as_ref().unwrap_err();
     assert_eq!((e.line(), e.column()), (Some(3), Some("CODE")));
     assert!(items[2].is_ok());
+}
+
+#[test]
+fn a_charge_with_a_bad_amount_or_an_unknown_claim_is_a_row_error() {
+    let claims = "Id,PRIMARYPATIENTINSURANCEID\nC1,P1\nC2,0\n";
+    let (claims, errors) = ClaimPayers::read(claims.as_bytes()).unwrap();
+    assert_eq!((claims.len(), errors.len()), (2, 0));
+    let header = "ID,CLAIMID,PATIENTID,TYPE,AMOUNT,FROMDATE,PROCEDURECODE,UNITS,NOTES,UNITAMOUNT,APPOINTMENTID";
+    let text = format!(
+        "{header}\n\
+         T1,C1,PAT,CHARGE,12.5,2024-01-01T10:00:00Z,185345009,2,Visit,6.25,E1\n\
+         T2,C1,PAT,PAYMENT,,2024-01-01T10:00:00Z,185345009,1,Visit,,E1\n\
+         T3,C1,PAT,CHARGE,x,2024-01-01T10:00:00Z,185345009,1,Visit,six,E1\n\
+         T4,C9,PAT,CHARGE,1,2024-01-01T10:00:00Z,185345009,1,Visit,1.00,E1\n\
+         T5,C2,PAT,CHARGE,1,2024-01-01T10:00:00Z,140,1,,1.00,E2\n"
+    );
+    let items: Vec<_> = Events::new(SyntheaFile::ClaimsTransactions, text.as_bytes(), Options::default())
+        .unwrap()
+        .with_claims(claims)
+        .collect();
+    assert_eq!(items.len(), 4, "the payment is skipped");
+    let Some(Payload::ChargeLine(c)) = &items[0].as_ref().unwrap().payload else {
+        panic!("{items:?}")
+    };
+    assert_eq!(
+        (c.quantity, c.unit_price_minor, c.payer_code.as_str()),
+        (2.0, 625, "P1")
+    );
+    let e = items[1].as_ref().unwrap_err();
+    assert_eq!(
+        (e.file(), e.line(), e.column()),
+        ("claims_transactions.csv", Some(4), Some("UNITAMOUNT"))
+    );
+    let e = items[2].as_ref().unwrap_err();
+    assert_eq!((e.line(), e.column()), (Some(5), Some("CLAIMID")));
+    assert!(e.to_string().contains("is not a claim of claims.csv"), "{e}");
+    let Some(Payload::ChargeLine(c)) = &items[3].as_ref().unwrap().payload else {
+        panic!("{items:?}")
+    };
+    assert_eq!(
+        (c.description.as_str(), c.payer_code.as_str()),
+        ("140", ""),
+        "no NOTES: the code; claim without insurance: no payer"
+    );
+}
+
+#[test]
+fn claims_transactions_without_unitamount_is_refused() {
+    let tmp = broken_copy("claims_transactions.csv", |_, l| {
+        let mut fields: Vec<&str> = l.split(',').collect();
+        assert_eq!(fields.len(), 33);
+        fields.remove(20);
+        fields.join(",")
+    });
+    std::fs::copy(export_dir().join("claims.csv"), tmp.path().join("claims.csv")).unwrap();
+    let err = Export::new(tmp.path(), Options::default())
+        .events(SyntheaFile::ClaimsTransactions)
+        .err()
+        .expect("missing column is refused");
+    assert_eq!(
+        err,
+        SyntheaError::MissingColumn {
+            file: "claims_transactions.csv",
+            column: "UNITAMOUNT"
+        }
+    );
 }
