@@ -4,6 +4,7 @@
 pub mod generate;
 pub mod load;
 pub mod sender;
+pub mod simulate;
 
 pub use hospital_proto as proto;
 

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hospital_client::generate::{generate, GeneratorOptions};
 use hospital_client::sender::{send_events, SenderOptions};
 use hospital_proto::batch::batch_service_client::BatchServiceClient;
 use hospital_proto::batch::{GetWarehouseStatusRequest, RunWarehouseLoadRequest};
@@ -16,6 +15,8 @@ use hospital_proto::realtime::{
     SubscribeRequest,
 };
 use indicatif::{ProgressBar, ProgressStyle};
+
+mod simulate_cmd;
 
 // glibc malloc spent a quarter of the ingest path's CPU under contention (perf, 2 cores).
 #[global_allocator]
@@ -38,28 +39,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate a deterministic synthetic hospital period and stream it to the platform.
-    Generate {
-        #[arg(long, default_value_t = 200)]
-        patients: usize,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        /// Events per IngestRequest.
-        #[arg(long, default_value_t = 1000)]
-        batch_size: usize,
-        /// Requests in flight on the stream.
-        #[arg(long, default_value_t = 8)]
-        in_flight: usize,
-        #[arg(long, default_value = "sim-ehr")]
-        source_system: String,
-        /// Stream at this many events per second instead of as fast as possible.
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Start of the generated period, days before now (default: a fixed date, so
-        /// that a seed always gives the same events).
-        #[arg(long)]
-        days_ago: Option<i64>,
-    },
+    /// Simulate a hospital (ED arrivals with a real daily and weekly pattern, triage,
+    /// admissions, beds, transfers, vital signs with deteriorations, labs, medication,
+    /// charges) and stream its events to the platform: a past period at full speed, or
+    /// live with --live.
+    Simulate(simulate_cmd::SimulateArgs),
     /// Warehouse loads (staging -> warehouse).
     Batch {
         #[command(subcommand)]
@@ -88,7 +72,8 @@ enum Command {
         departments: Vec<String>,
     },
     /// Load files through the platform's ingest: `load fhir PATH`, `load hl7 PATH`,
-    /// `load mimic DIR`, `load synthea DIR`.
+    /// `load mimic DIR`, `load synthea DIR`, `load reference DIR` (drugs.csv, payers.csv,
+    /// wards.csv; the shipped catalogue is platform/sources/reference).
     /// Prints progress and a summary of what was accepted and rejected and why; a second
     /// load of the same files adds nothing to the warehouse.
     Load {
@@ -125,6 +110,7 @@ enum LoadSource {
     Hl7,
     Mimic,
     Synthea,
+    Reference,
 }
 
 #[derive(Subcommand)]
@@ -146,62 +132,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Generate {
-            patients,
-            seed,
-            batch_size,
-            in_flight,
-            source_system,
-            rate,
-            days_ago,
-        } => {
-            let mut gen = GeneratorOptions {
-                seed,
-                patients,
-                source_system,
-                ..Default::default()
-            };
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as i64;
-            if let Some(days) = days_ago {
-                gen.start_secs = now - days * 86_400;
-            }
-            let mut events = generate(&gen);
-            // A period that reaches past now: what has not happened yet is not sent.
-            let before = events.len();
-            events.retain(|e| e.occurred_at.as_ref().is_none_or(|t| t.seconds <= now));
-            if events.len() < before {
-                println!(
-                    "{} generated events lie in the future and are not sent; patients still admitted stay in the census",
-                    before - events.len()
-                );
-            }
-            let total = events.len() as u64;
-            let opts = SenderOptions {
-                endpoint: cli.endpoint.clone(),
-                batch_size: if rate.is_some() { batch_size.min(50) } else { batch_size },
-                max_in_flight: in_flight,
-                rate,
-                ..Default::default()
-            };
-            let report = send_with_progress(events, &opts).await?;
-            println!(
-                "sent {} events in {} requests over {:.1?}: {} committed (staging position {}), {} rejected, {} reconnects",
-                total,
-                report.requests,
-                report.elapsed,
-                report.committed,
-                report.last_position,
-                report.rejections.len(),
-                report.reconnects
-            );
-            for r in report.rejections.iter().take(20) {
-                for v in &r.violations {
-                    println!("  rejected {:?}: {}: {}", r.event_id, v.field, v.description);
-                }
-            }
-        }
+        Command::Simulate(args) => simulate_cmd::run(&cli.endpoint, args).await?,
         Command::Alerts { wards, departments } => {
             let channel = connect(&cli.endpoint).await?;
             let mut stream = AlertServiceClient::new(channel)
@@ -325,6 +256,7 @@ async fn main() -> anyhow::Result<()> {
                 LoadSource::Hl7 => hospital_client::load::hl7(&path)?,
                 LoadSource::Mimic => hospital_client::load::mimic(&path)?,
                 LoadSource::Synthea => hospital_client::load::synthea(&path)?,
+                LoadSource::Reference => hospital_client::load::reference(&path)?,
             };
             load(&cli.endpoint, extract, batch_size).await?;
         }

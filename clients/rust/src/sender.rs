@@ -70,33 +70,107 @@ pub enum SendError {
 pub async fn send_events(
     events: Vec<ClinicalEvent>,
     opts: &SenderOptions,
+    on_ack: impl FnMut(&IngestResponse),
+) -> Result<SendReport, SendError> {
+    let (tx, rx) = mpsc::channel(opts.max_in_flight.max(1));
+    let feed = feed(events.into_iter(), opts.batch_size, Pace::FullSpeed, tx);
+    let (_, report) = tokio::join!(feed, send_batches(rx, opts, on_ack));
+    report
+}
+
+/// How [`feed`] releases events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as the sender takes them, in requests of `batch_size`.
+    FullSpeed,
+    /// Each event when the wall clock reaches its `occurred_at` (events already in the
+    /// past go at once); a request holds what is due, at most `batch_size`, and goes
+    /// out within [`LIVE_FLUSH`] of its first event.
+    WallClock,
+}
+
+/// Longest time a due event waits for others to share its request in [`Pace::WallClock`].
+pub const LIVE_FLUSH: Duration = Duration::from_millis(200);
+
+/// Turns `events` (in `occurred_at` order for [`Pace::WallClock`]) into requests for
+/// [`send_batches`]. Returns when the events end or the sender is gone. The channel's
+/// capacity bounds what is read ahead.
+pub async fn feed(
+    events: impl Iterator<Item = ClinicalEvent>,
+    batch_size: usize,
+    pace: Pace,
+    tx: mpsc::Sender<Vec<ClinicalEvent>>,
+) {
+    let batch_size = batch_size.max(1);
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut first_at: Option<Instant> = None;
+    for event in events {
+        if pace == Pace::WallClock {
+            let due_in = event
+                .occurred_at
+                .as_ref()
+                .map(|t| {
+                    let due = std::time::UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+                    due.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+                })
+                .unwrap_or_default();
+            if !due_in.is_zero() {
+                // Not due yet: what is waiting goes now, then wait for this one.
+                if !batch.is_empty() && tx.send(std::mem::take(&mut batch)).await.is_err() {
+                    return;
+                }
+                first_at = None;
+                tokio::time::sleep(due_in).await;
+            }
+        }
+        batch.push(event);
+        let first = *first_at.get_or_insert_with(Instant::now);
+        let flush = batch.len() >= batch_size || (pace == Pace::WallClock && first.elapsed() >= LIVE_FLUSH);
+        if flush {
+            first_at = None;
+            if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))).await.is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+}
+
+/// Sends every batch `source` yields, each as one request, and waits until every one is
+/// acknowledged. At most `max_in_flight` requests are unanswered at once, and nothing
+/// more is read from `source` meanwhile (backpressure). If the stream breaks, it
+/// reconnects and resends the unanswered requests in order.
+pub async fn send_batches(
+    mut source: mpsc::Receiver<Vec<ClinicalEvent>>,
+    opts: &SenderOptions,
     mut on_ack: impl FnMut(&IngestResponse),
 ) -> Result<SendReport, SendError> {
     let started = Instant::now();
-    let mut pending: VecDeque<IngestRequest> = events
-        .chunks(opts.batch_size.max(1))
-        .enumerate()
-        .map(|(i, chunk)| IngestRequest {
-            request_id: i.to_string(),
-            events: chunk.to_vec(),
-        })
-        .collect();
-    let mut report = SendReport {
-        requests: pending.len(),
-        ..Default::default()
+    let mut state = SendState {
+        pending: VecDeque::new(),
+        next_request: 0,
+        source_done: false,
+        pacer: Pacer {
+            started,
+            rate: opts.rate.filter(|r| *r > 0.0),
+            events: 0,
+        },
     };
+    let mut report = SendReport::default();
     let mut failures = 0u32;
-    let mut pacer = Pacer {
-        started,
-        rate: opts.rate.filter(|r| *r > 0.0),
-        events: 0,
-    };
-    while !pending.is_empty() {
-        match attempt(&mut pending, opts, &mut report, &mut on_ack, &mut pacer).await {
-            Ok(()) => failures = 0,
+    loop {
+        let acked_before = report.ack_latencies.len();
+        match attempt(&mut state, &mut source, opts, &mut report, &mut on_ack).await {
+            Ok(()) => break,
             Err(status) => {
                 if status.code() == tonic::Code::InvalidArgument {
                     return Err(SendError::Rejected(status));
+                }
+                // A stream that made progress before breaking starts the count afresh.
+                if report.ack_latencies.len() > acked_before {
+                    failures = 0;
                 }
                 failures += 1;
                 if failures > opts.max_retries {
@@ -106,7 +180,7 @@ pub async fn send_events(
                     });
                 }
                 report.reconnects += 1;
-                tracing::warn!(%status, unanswered = pending.len(), "ingest stream broke; resending unanswered requests");
+                tracing::warn!(%status, unanswered = state.pending.len(), "ingest stream broke; resending unanswered requests");
                 tokio::time::sleep(opts.retry_backoff).await;
             }
         }
@@ -115,67 +189,91 @@ pub async fn send_events(
     Ok(report)
 }
 
-/// One stream: sends from the front of `pending`, pops each request when its ack
-/// arrives. Returns Err when the stream breaks with requests still unanswered.
+/// What survives a broken stream: the unanswered requests, oldest first.
+struct SendState {
+    pending: VecDeque<IngestRequest>,
+    next_request: usize,
+    source_done: bool,
+    pacer: Pacer,
+}
+
+/// One stream: resends what is unanswered, then takes new requests from `source`, and
+/// pops each request when its ack arrives. Ok when the source is done and everything is
+/// answered; Err when the stream breaks first.
 async fn attempt(
-    pending: &mut VecDeque<IngestRequest>,
+    state: &mut SendState,
+    source: &mut mpsc::Receiver<Vec<ClinicalEvent>>,
     opts: &SenderOptions,
     report: &mut SendReport,
     on_ack: &mut impl FnMut(&IngestResponse),
-    pacer: &mut Pacer,
 ) -> Result<(), tonic::Status> {
     let channel = crate::connect(&opts.endpoint)
         .await
         .map_err(|e| tonic::Status::unavailable(format!("connect to {}: {e}", opts.endpoint)))?;
     let mut client = IngestServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel::<IngestRequest>(opts.max_in_flight.max(1));
+    let window = opts.max_in_flight.max(1);
+    let (tx, rx) = mpsc::channel::<IngestRequest>(window);
     let mut acks = client.ingest(ReceiverStream::new(rx)).await?.into_inner();
     let mut sent = 0usize;
     let mut sent_at: VecDeque<Instant> = VecDeque::new();
     let mut tx = Some(tx);
     loop {
-        // Keep up to max_in_flight requests unanswered.
-        while sent < pending.len() && sent_at.len() < opts.max_in_flight.max(1) {
+        // Resend (or send) what is queued, up to the window.
+        while sent < state.pending.len() && sent_at.len() < window {
             let Some(sender) = tx.as_ref() else { break };
-            pacer.wait(pending[sent].events.len()).await;
-            if sender.send(pending[sent].clone()).await.is_err() {
+            if sender.send(state.pending[sent].clone()).await.is_err() {
                 break;
             }
             sent_at.push_back(Instant::now());
             sent += 1;
         }
-        if sent == pending.len() {
+        if state.source_done && sent == state.pending.len() {
+            if state.pending.is_empty() {
+                return Ok(());
+            }
             // Everything is out: close our side so the server can end the stream.
             tx = None;
         }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        match acks.message().await? {
-            Some(ack) => {
-                let expected = pending.front().map(|r| r.request_id.clone()).unwrap_or_default();
-                if ack.request_id != expected {
-                    return Err(tonic::Status::internal(format!(
-                        "acknowledgement for request {:?} while {expected:?} was the oldest unanswered",
-                        ack.request_id
-                    )));
+        let room = !state.source_done && sent == state.pending.len() && sent_at.len() < window;
+        tokio::select! {
+            batch = source.recv(), if room => match batch {
+                Some(events) => {
+                    state.pacer.wait(events.len()).await;
+                    state.pending.push_back(IngestRequest {
+                        request_id: state.next_request.to_string(),
+                        events,
+                    });
+                    state.next_request += 1;
+                    report.requests += 1;
                 }
-                pending.pop_front();
-                sent -= 1;
-                if let Some(t) = sent_at.pop_front() {
-                    report.ack_latencies.push(t.elapsed());
+                None => state.source_done = true,
+            },
+            ack = acks.message() => match ack? {
+                Some(ack) => {
+                    let expected = state.pending.front().map(|r| r.request_id.clone()).unwrap_or_default();
+                    if ack.request_id != expected {
+                        return Err(tonic::Status::internal(format!(
+                            "acknowledgement for request {:?} while {expected:?} was the oldest unanswered",
+                            ack.request_id
+                        )));
+                    }
+                    state.pending.pop_front();
+                    sent -= 1;
+                    if let Some(t) = sent_at.pop_front() {
+                        report.ack_latencies.push(t.elapsed());
+                    }
+                    report.committed += ack.committed_event_ids.len();
+                    report.rejections.extend(ack.rejections.iter().cloned());
+                    report.last_position = report.last_position.max(ack.committed_position);
+                    on_ack(&ack);
                 }
-                report.committed += ack.committed_event_ids.len();
-                report.rejections.extend(ack.rejections.iter().cloned());
-                report.last_position = report.last_position.max(ack.committed_position);
-                on_ack(&ack);
-            }
-            None => {
-                if pending.is_empty() {
-                    return Ok(());
+                None => {
+                    if state.pending.is_empty() && state.source_done {
+                        return Ok(());
+                    }
+                    return Err(tonic::Status::unavailable("stream ended with requests unanswered"));
                 }
-                return Err(tonic::Status::unavailable("stream ended with requests unanswered"));
-            }
+            },
         }
     }
 }
