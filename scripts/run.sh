@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
 # Brings the platform up on local defaults and feeds it: installs what is missing,
 # builds, starts a local ClickHouse (data in .hospital/clickhouse), starts the platform
-# on 127.0.0.1:50051, streams a generated hospital period through gRPC ingest, runs a
-# warehouse load and shows what landed. Then keeps both running until Ctrl-C
-# (HOSPITAL_DEMO_EXIT=1 stops them at the end instead).
+# on 127.0.0.1:50051 (gRPC) and 127.0.0.1:2575 (HL7 v2 MLLP), loads the reference
+# catalogue, then feeds it data: with no argument, the hospital simulator streams the
+# last DAYS days at full speed and then carries on live at the wall clock; with
+# `SOURCE PATH` (fhir, hl7, mimic or synthea), that data set is loaded instead. Then a
+# warehouse load, and what landed. Keeps everything running until Ctrl-C
+# (HOSPITAL_DEMO_EXIT=1 stops at the end instead).
 #
-#   PATIENTS=300 SEED=42 HOSPITAL_GRPC_PORT=50051 HOSPITAL_CH_HTTP_PORT=8123 scripts/run.sh
+#   scripts/run.sh                                   # simulated hospital, live
+#   scripts/run.sh mimic ../shared/data/mimic3_demo  # a data set instead
+#   DAYS=14 SEED=42 HOSPITAL_GRPC_PORT=50051 HOSPITAL_CH_HTTP_PORT=8123 scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-patients=${PATIENTS:-300}
+days=${DAYS:-14}
 seed=${SEED:-42}
+source_kind=${1:-}
+source_path=${2:-}
+if [ -n "$source_kind" ] && [ -z "$source_path" ]; then
+  echo "usage: scripts/run.sh [fhir|hl7|mimic|synthea PATH]" >&2
+  exit 2
+fi
 grpc_port=${HOSPITAL_GRPC_PORT:-50051}
 mllp_port=${HOSPITAL_MLLP_PORT:-2575}
 ch_http=${HOSPITAL_CH_HTTP_PORT:-8123}
@@ -50,8 +61,23 @@ for _ in $(seq 1 300); do
 done
 
 export HOSPITAL_ENDPOINT="http://127.0.0.1:$grpc_port"
-echo "== streaming a generated hospital period up to now ($patients patients over the last 10 days, seed $seed)"
-"$bin/hospital" generate --patients "$patients" --seed "$seed" --days-ago 10
+echo "== reference data: drug catalogue and payers (platform/sources/reference)"
+"$bin/hospital" load reference platform/sources/reference
+if [ -n "$source_kind" ]; then
+  echo "== loading $source_kind data from $source_path"
+  "$bin/hospital" load "$source_kind" "$source_path"
+else
+  echo "== the simulated hospital: the last $days days at full speed, then live (seed $seed)"
+  "$bin/hospital" simulate --days-ago "$days" --seed "$seed" --live >"$state/simulate.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 1200); do
+    grep -q "caught up with the wall clock" "$state/simulate.log" 2>/dev/null && break
+    if ! kill -0 "${pids[2]}" 2>/dev/null; then cat "$state/simulate.log"; exit 1; fi
+    sleep 0.25
+  done
+  grep "simulating\|caught up" "$state/simulate.log"
+  sleep 2
+fi
 hl7=../shared/data/hl7v2/microsoft_FHIR-Converter/messages
 if [ -d "$hl7" ]; then
   echo "== a live HL7 v2 feed over MLLP (sample messages; AA = durably staged)"
@@ -75,12 +101,11 @@ echo "highest NEWS2 now:"
 
 echo
 echo "platform: $HOSPITAL_ENDPOINT (try: grpcurl -plaintext 127.0.0.1:$grpc_port list)"
-echo "follow alerts and the census while a live period streams (README, 'Try it'):"
-echo "  $bin/hospital alerts    |    $bin/hospital census --watch"
-echo "  $bin/hospital generate --patients 200 --seed 7 --days-ago 25 --rate 300"
+echo "the simulated hospital carries on live (log: $state/simulate.log); follow it:"
+echo "  $bin/hospital alerts    |    $bin/hospital census --watch    |    $bin/hospital feed --kind admission"
 echo "clickhouse: http://127.0.0.1:$ch_http   logs: $state/*.log"
 if [ "${HOSPITAL_DEMO_EXIT:-0}" = "1" ]; then
   exit 0
 fi
-echo "running; Ctrl-C stops both"
+echo "running; Ctrl-C stops everything"
 wait
