@@ -2,6 +2,7 @@
 //! stream sender, and a deterministic generator of synthetic hospital events.
 
 pub mod generate;
+pub mod checkpoint;
 pub mod load;
 pub mod sender;
 pub mod simulate;

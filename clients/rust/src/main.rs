@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hospital_client::sender::{send_events, SenderOptions};
+use hospital_client::sender::SenderOptions;
 use hospital_proto::batch::batch_service_client::BatchServiceClient;
 use hospital_proto::batch::{GetWarehouseStatusRequest, RunWarehouseLoadRequest};
 use hospital_proto::realtime::alert_service_client::AlertServiceClient;
@@ -82,6 +82,13 @@ enum Command {
         path: std::path::PathBuf,
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
+        /// Where progress is kept so that an interrupted load resumes after what was
+        /// acknowledged (default: .hospital/checkpoints/load-<source>-<hash of PATH>).
+        #[arg(long)]
+        checkpoint: Option<std::path::PathBuf>,
+        /// Ignore an earlier interrupted load's progress and send everything.
+        #[arg(long)]
+        restart: bool,
     },
     /// Send HL7 v2 files (single messages or FHS/BHS batches) to an MLLP listener, one
     /// message at a time, and print each ACK.
@@ -104,7 +111,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LoadSource {
     Fhir,
     Hl7,
@@ -250,6 +257,8 @@ async fn main() -> anyhow::Result<()> {
             source,
             path,
             batch_size,
+            checkpoint,
+            restart,
         } => {
             let extract = match source {
                 LoadSource::Fhir => hospital_client::load::fhir(&path)?,
@@ -258,7 +267,12 @@ async fn main() -> anyhow::Result<()> {
                 LoadSource::Synthea => hospital_client::load::synthea(&path)?,
                 LoadSource::Reference => hospital_client::load::reference(&path)?,
             };
-            load(&cli.endpoint, extract, batch_size).await?;
+            let name = format!("{source:?}").to_lowercase();
+            let checkpoint = checkpoint.unwrap_or_else(|| hospital_client::checkpoint::default_path(&name, &path));
+            if restart {
+                let _ = std::fs::remove_file(&checkpoint);
+            }
+            load(&cli.endpoint, extract, batch_size, checkpoint).await?;
         }
         Command::Batch { command } => {
             let channel = hospital_client::connect(&cli.endpoint)
@@ -405,24 +419,52 @@ async fn hl7_send(to: &str, files: &[std::path::PathBuf]) -> anyhow::Result<()> 
 }
 
 /// Streams an extract to the platform with a progress bar, then prints a summary.
-async fn load(endpoint: &str, extract: hospital_client::load::Extract, batch_size: usize) -> anyhow::Result<()> {
+async fn load(
+    endpoint: &str,
+    extract: hospital_client::load::Extract,
+    batch_size: usize,
+    checkpoint: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    use hospital_client::checkpoint::{send_resumable, Checkpoint};
     let hospital_client::load::Extract {
         events,
         problems,
         skipped,
     } = extract;
     let total = events.len() as u64;
-    let report = send_with_progress(
-        events,
-        &SenderOptions {
-            endpoint: endpoint.into(),
-            batch_size,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (checkpoint, why) = Checkpoint::open(&checkpoint, &events);
+    if let Some(why) = why {
+        println!("{why}");
+    }
+    let resumed = checkpoint.acknowledged;
+    if resumed > 0 {
+        println!(
+            "resuming: {resumed} of {total} events were acknowledged by an earlier run ({}); sending the rest (--restart sends everything)",
+            checkpoint.path.display()
+        );
+    }
+    let bar = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}")
+            .context("progress template")?,
+    );
+    bar.set_position(resumed);
+    let mut rejected = 0usize;
+    let opts = SenderOptions {
+        endpoint: endpoint.into(),
+        batch_size,
+        ..Default::default()
+    };
+    let report = send_resumable(events, checkpoint, &opts, |ack| {
+        rejected += ack.rejections.len();
+        bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
+        bar.set_message(format!("{rejected} rejected"));
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e} (progress is kept; run the same load again to resume)"))?;
+    bar.finish();
     println!(
-        "{total} events sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
+        "{} events sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
+        total - resumed,
         report.committed,
         report.rejections.len(),
         problems.len(),
@@ -447,24 +489,4 @@ async fn load(endpoint: &str, extract: hospital_client::load::Extract, batch_siz
         println!("  skipped x{n}: {kind}");
     }
     Ok(())
-}
-
-/// Sends `events` at least once with a progress bar of acknowledged and rejected events.
-async fn send_with_progress(
-    events: Vec<hospital_proto::events::ClinicalEvent>,
-    opts: &SenderOptions,
-) -> anyhow::Result<hospital_client::sender::SendReport> {
-    let bar = ProgressBar::new(events.len() as u64).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}")
-            .context("progress template")?,
-    );
-    let mut rejected = 0usize;
-    let report = send_events(events, opts, |ack| {
-        rejected += ack.rejections.len();
-        bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
-        bar.set_message(format!("{rejected} rejected"));
-    })
-    .await?;
-    bar.finish();
-    Ok(report)
 }

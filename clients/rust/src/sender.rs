@@ -128,7 +128,11 @@ pub async fn feed(
         let flush = batch.len() >= batch_size || (pace == Pace::WallClock && first.elapsed() >= LIVE_FLUSH);
         if flush {
             first_at = None;
-            if tx.send(std::mem::replace(&mut batch, Vec::with_capacity(batch_size))).await.is_err() {
+            if tx
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(batch_size)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }

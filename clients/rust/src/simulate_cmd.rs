@@ -132,7 +132,10 @@ pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
     let report = send_batches(rx, &sender, |ack| {
         rejected += ack.rejections.len();
         bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
-        bar.set_message(format!("{rejected} rejected, staging position {}", ack.committed_position));
+        bar.set_message(format!(
+            "{rejected} rejected, staging position {}",
+            ack.committed_position
+        ));
     })
     .await?;
     bar.finish();

@@ -1,0 +1,95 @@
+//! A historical load interrupted half way resumes after what was acknowledged: the
+//! platform process is killed mid-load (the sender gives up), started again, and the
+//! same load sends only the rest; the warehouse ends up with the files' counts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hospital_client::checkpoint::{send_resumable, Checkpoint};
+use hospital_client::sender::{SendError, SenderOptions};
+use hospital_testkit::free_port;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
+    let ch = clickhouse();
+    let port = free_port();
+    let mut platform = PlatformProcess::spawn(&ch, port);
+    let extract = hospital_client::load::synthea(&shared_data("synthea_csv")).expect("synthea export");
+    let events = extract.events;
+    let total = events.len() as u64;
+    let dir = std::env::temp_dir().join(format!("hospital-load-resume-{}", std::process::id()));
+    let path = dir.join("checkpoint");
+    let opts = SenderOptions {
+        endpoint: endpoint(platform.addr),
+        batch_size: 100,
+        max_in_flight: 2,
+        max_retries: 2,
+        retry_backoff: Duration::from_millis(100),
+        ..Default::default()
+    };
+
+    // First run: kill the platform once some requests are acknowledged.
+    let (checkpoint, why) = Checkpoint::open(&path, &events);
+    assert_eq!((checkpoint.acknowledged, why), (0, None));
+    let first = tokio::spawn({
+        let events = events.clone();
+        let opts = opts.clone();
+        async move { send_resumable(events, checkpoint, &opts, |_| {}).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Checkpoint::open(&path, &events).0.acknowledged < 500 {
+        assert!(Instant::now() < deadline, "no progress recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    platform.kill();
+    match first.await.unwrap() {
+        Err(SendError::GaveUp { .. }) | Err(SendError::Connect { .. }) => {}
+        other => panic!("the load should give up while the platform is down, got {other:?}"),
+    }
+    let (saved, why) = Checkpoint::open(&path, &events);
+    assert_eq!(why, None);
+    assert!(
+        saved.acknowledged > 0 && saved.acknowledged < total,
+        "{} of {total}",
+        saved.acknowledged
+    );
+
+    // Second run against the restarted platform: only the rest is sent.
+    let platform = PlatformProcess::spawn(&ch, port);
+    let resumed_from = saved.acknowledged;
+    let report = send_resumable(events.clone(), saved, &opts, |_| {})
+        .await
+        .expect("resumed load");
+    assert_eq!(
+        (report.committed + report.rejections.len()) as u64,
+        total - resumed_from,
+        "the resumed run sends exactly the unacknowledged rest"
+    );
+    assert!(!path.exists(), "a completed load removes its checkpoint");
+
+    // Nothing is missing: every event of the export is staged, and the warehouse has the
+    // files' patients and encounters.
+    let distinct = count(
+        &ch,
+        "SELECT uniqExact(source_system, event_id) FROM staging.events WHERE source_system = 'synthea'",
+    );
+    assert_eq!(distinct, total);
+    run_warehouse_load(platform.addr, false).await;
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT uniqExact(patient_key) FROM warehouse.dim_patient FINAL WHERE is_deleted = 0"
+        ),
+        27
+    );
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
+        ),
+        604
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
