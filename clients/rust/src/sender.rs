@@ -298,3 +298,56 @@ impl Pacer {
         self.events += events;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs_from_now: f64, id: &str) -> ClinicalEvent {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            + secs_from_now;
+        ClinicalEvent {
+            event_id: id.into(),
+            occurred_at: Some(prost_types::Timestamp {
+                seconds: t.floor() as i64,
+                nanos: (t.fract() * 1e9) as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn ids(batch: &[ClinicalEvent]) -> Vec<&str> {
+        batch.iter().map(|e| e.event_id.as_str()).collect()
+    }
+
+    /// Past events go at once; a future one is held until the wall clock reaches it.
+    #[tokio::test]
+    async fn wall_clock_pace_releases_events_when_due() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let events = vec![at(-60.0, "a"), at(-30.0, "b"), at(1.2, "c"), at(1.2, "d")];
+        let due = Instant::now() + Duration::from_secs_f64(1.0);
+        tokio::spawn(feed(events.into_iter(), 10, Pace::WallClock, tx));
+        let first = rx.recv().await.unwrap();
+        // The past goes in one request, before the future one is due.
+        assert_eq!(ids(&first), ["a", "b"]);
+        let second = rx.recv().await.unwrap();
+        assert!(Instant::now() >= due, "a future event is not sent early");
+        assert_eq!(ids(&second), ["c", "d"]);
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn full_speed_makes_batches_of_batch_size() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let events: Vec<_> = (0..7).map(|i| at(3600.0, &i.to_string())).collect();
+        tokio::spawn(feed(events.into_iter(), 3, Pace::FullSpeed, tx));
+        let mut sizes = Vec::new();
+        while let Some(b) = rx.recv().await {
+            sizes.push(b.len());
+        }
+        assert_eq!(sizes, [3, 3, 1]);
+    }
+}
