@@ -1,14 +1,17 @@
 //! Ingest benchmark: events per second and ack latency through the real gRPC ingest
 //! path (validation, group commit, ClickHouse insert, ack) with 1 and 8 concurrent
 //! streams, next to the limit measured in the same run: inserting the same staged rows
-//! straight into ClickHouse with the `clickhouse` crate (1 and 8 tasks).
+//! straight into ClickHouse with the `clickhouse` crate (1 and 8 tasks). Then the same
+//! for the simulated hospital's mix of events (admissions, vitals, labs, medication,
+//! charges...), streamed from the simulator through a bounded channel as it runs.
 //!
 //! Run: `cargo bench -p hospital-platform --bench ingest` (BENCH_EVENTS=200000 by
 //! default; BENCH_FLUSH_MS overrides staging.flush_interval_ms). Starts its own ClickHouse server (hospital-testkit) in a temp directory.
 
 use std::time::{Duration, Instant};
 
-use hospital_client::sender::{send_events, SenderOptions};
+use hospital_client::sender::{feed, send_batches, send_events, Pace, SenderOptions};
+use hospital_client::simulate::{SimOptions, Simulator};
 use hospital_platform::config::Config;
 use hospital_platform::db;
 use hospital_platform::ingest::{self, IngestOptions};
@@ -83,6 +86,24 @@ struct Row {
     events: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// The row with the raw insert this one is compared with.
+    baseline: usize,
+}
+
+/// `n` events of the simulated hospital (the 60 days before now, as many as it takes).
+fn simulated(n: usize) -> impl Iterator<Item = pb::ClinicalEvent> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let start = (now - 60 * 86_400).div_euclid(86_400) * 86_400;
+    Simulator::new(SimOptions {
+        seed: 1,
+        start_secs: start,
+        end_secs: Some(now - 60),
+        ..Default::default()
+    })
+    .take(n)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -147,6 +168,7 @@ async fn run(n: usize) {
         events: report.committed,
         elapsed: started.elapsed(),
         latencies: report.ack_latencies,
+        baseline: 3,
     });
 
     // 8 streams.
@@ -171,6 +193,25 @@ async fn run(n: usize) {
         events: committed,
         elapsed: started.elapsed(),
         latencies,
+        baseline: 4,
+    });
+
+    // The simulated hospital, streamed as it is simulated (bounded read-ahead).
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel(IN_FLIGHT);
+    let producer = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(feed(simulated(n), BATCH, Pace::FullSpeed, tx))
+    });
+    let report = send_batches(rx, &opts(&endpoint), |_| {}).await.unwrap();
+    producer.await.unwrap();
+    let simulated_events = report.committed + report.rejections.len();
+    assert!(report.rejections.is_empty(), "{:?}", &report.rejections[..1]);
+    rows.push(Row {
+        name: "gRPC ingest, simulated hospital, 1 stream".into(),
+        events: report.committed,
+        elapsed: started.elapsed(),
+        latencies: report.ack_latencies,
+        baseline: 5,
     });
     let platform_hwm = vm_hwm_kib(&platform.id().to_string());
     let _ = std::process::Command::new("kill")
@@ -196,6 +237,7 @@ async fn run(n: usize) {
         events: staged.len(),
         elapsed: started.elapsed(),
         latencies: vec![],
+        baseline: 3,
     });
     let started = Instant::now();
     let per_task = staged.len().div_ceil(8);
@@ -213,6 +255,19 @@ async fn run(n: usize) {
         events: staged.len(),
         elapsed: started.elapsed(),
         latencies: vec![],
+        baseline: 4,
+    });
+    let staged = staged_rows(simulated(simulated_events).collect());
+    let started = Instant::now();
+    for chunk in staged.chunks(100_000) {
+        insert(&raw, chunk).await;
+    }
+    rows.push(Row {
+        name: "raw ClickHouse insert, simulated hospital, 1 task".into(),
+        events: staged.len(),
+        elapsed: started.elapsed(),
+        latencies: vec![],
+        baseline: 5,
     });
 
     let rate = |r: &Row| r.events as f64 / r.elapsed.as_secs_f64();
@@ -225,9 +280,7 @@ async fn run(n: usize) {
     );
     println!("| path | events | seconds | events/s | ack p50 | ack p99 | vs raw insert |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    let raw1 = rate(&rows[2]);
-    let raw8 = rate(&rows[3]);
-    for (i, r) in rows.iter().enumerate() {
+    for r in &rows {
         let mut l = r.latencies.clone();
         l.sort();
         let (p50, p99) = if l.is_empty() {
@@ -238,7 +291,7 @@ async fn run(n: usize) {
                 format!("{:.1?}", percentile(&l, 0.99)),
             )
         };
-        let baseline = if i % 2 == 0 { raw1 } else { raw8 };
+        let baseline = rate(&rows[r.baseline]);
         println!(
             "| {} | {} | {:.2} | {:.0} | {} | {} | {:.2} |",
             r.name,
@@ -256,7 +309,7 @@ async fn run(n: usize) {
         ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0) / 1024,
         vm_hwm_kib("self") / 1024
     );
-    println!("ack latency: time from sending a request of {BATCH} events to its ack (durably staged). 'vs raw insert' compares 1 stream with 1 task and 8 streams with 8 tasks.");
+    println!("ack latency: time from sending a request of {BATCH} events to its ack (durably staged). 'vs raw insert' compares 1 stream with 1 task and 8 streams with 8 tasks, of the same events.");
 }
 
 fn opts(endpoint: &str) -> SenderOptions {
