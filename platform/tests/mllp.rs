@@ -110,7 +110,8 @@ async fn real_messages_are_acked_after_staging() {
 
     // (file, event ids it makes)
     let cases: [(&str, Vec<String>); 4] = [
-        ("ADT01-23.hl7", vec!["1|599102".into()]),
+        // The admission keeps its bare id; its DG1 is -2.
+        ("ADT01-23.hl7", vec!["1|599102".into(), "1|599102-2".into()]),
         ("ADT-A02-01.hl7", vec!["GHHSFacility|MSG00001".into()]),
         (
             "ADT04-28.hl7",
@@ -139,7 +140,7 @@ async fn real_messages_are_acked_after_staging() {
         .unwrap();
     assert_eq!(
         kinds.trim(),
-        "\"admission\",2\n\"lab_result\",8\n\"patient_registered\",1\n\"transfer\",1"
+        "\"admission\",2\n\"diagnosis\",1\n\"lab_result\",8\n\"patient_registered\",1\n\"transfer\",1"
     );
 
     // A malformed message gets AR naming its control id; the next good one on the same
@@ -171,20 +172,42 @@ async fn real_messages_are_acked_after_staging() {
     );
     assert_eq!(staged(&ch, "NIST Lab Facility|NIST-LRI-NG-002.00-1"), 0);
 
+    // A DG1 is part of its message: one the mapping cannot read (no code) or the door
+    // refuses (an ICD-9-CM code sent as ICD-10) refuses the whole ADT, admission included.
+    let with_dg1 = |control_id: &str, dg1_3: &str| -> Vec<u8> {
+        let text = String::from_utf8(sample("ADT01-23.hl7")).unwrap();
+        let text = text
+            .replace("|599102|", &format!("|{control_id}|"))
+            .replace("71596^OSTEOARTHROS NOS-L/LEG ^I9", dg1_3);
+        assert!(text.contains(control_id) && text.contains(dg1_3));
+        text.into_bytes()
+    };
+    let ack = conn.send(&with_dg1("DX-1", "^OSTEOARTHROS NOS-L/LEG ^I9")).await;
+    assert_eq!(msa(&ack), ("AE".into(), "DX-1".into()));
+    assert_eq!(err_text(&ack), "DG1-3 (diagnosis code) is empty");
+    let ack = conn.send(&with_dg1("DX-2", "71596^OSTEOARTHROS NOS-L/LEG ^I10")).await;
+    assert_eq!(msa(&ack), ("AE".into(), "DX-2".into()));
+    assert!(
+        err_text(&ack).contains("event 1|DX-2-2: diagnosis.code: \"71596\" is not a ICD-10 code"),
+        "{}",
+        err_text(&ack)
+    );
+    assert_eq!(staged(&ch, "1|DX-1") + staged(&ch, "1|DX-2"), 0);
+
     // A resend of a message already acked: AA again; staging keeps both copies and the
     // warehouse counts the event once.
     let body = sample("ADT01-23.hl7");
     let ack = conn.send(&body).await;
     assert_eq!(msa(&ack), ("AA".into(), control_id(&body)));
-    assert_eq!(staged(&ch, "1|599102"), 2);
-    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 13);
+    assert_eq!((staged(&ch, "1|599102"), staged(&ch, "1|599102-2")), (2, 2));
+    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 15);
     run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(
         count(
             &ch,
-            "SELECT count() FROM warehouse.event_registry FINAL WHERE event_id = '1|599102'"
+            "SELECT count() FROM warehouse.event_registry FINAL WHERE event_id IN ('1|599102', '1|599102-2')"
         ),
-        1
+        2
     );
 
     // An oversize frame: AR, then the connection is closed.
@@ -227,7 +250,7 @@ async fn clickhouse_down_gives_ae_then_the_resend_is_acked() {
     assert_eq!(staged(&ch, "1|599102"), 0, "nothing acked, nothing staged");
     let ack = conn.send(&adt).await;
     assert_eq!(msa(&ack), ("AA".into(), control_id(&adt)), "{}", err_text(&ack));
-    assert_eq!(staged(&ch, "1|599102"), 1);
-    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 9);
+    assert_eq!((staged(&ch, "1|599102"), staged(&ch, "1|599102-2")), (1, 1));
+    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 10);
     platform.shutdown().await.unwrap();
 }

@@ -73,6 +73,8 @@ fn counts_by_message_type() {
                         Payload::VitalSigns(_) => "vital_signs",
                         Payload::MedicationOrder(_) => "medication_order",
                         Payload::MedicationDispense(_) => "medication_dispense",
+                        Payload::Diagnosis(_) => "diagnosis",
+                        Payload::Procedure(_) => "procedure",
                         other => panic!("unexpected payload {other:?}"),
                     };
                     *kinds.entry(kind).or_default() += 1;
@@ -84,14 +86,16 @@ fn counts_by_message_type() {
     }
     let want: BTreeMap<String, (usize, usize, usize)> = [
         // ADT-A01-01/02 and MDM_01 have PV1-2 = P (preadmit); ADT01-28 has no PV1-19.
-        ("ADT^A01", (1, 1, 4)),
+        // ADT01-23: the admission and its one DG1.
+        ("ADT^A01", (1, 2, 4)),
         ("ADT^A02", (2, 2, 0)),
-        ("ADT^A03", (2, 2, 0)),
+        // The -01 samples of A03, A08, A28 and A31 carry one DG1 and one PR1 each.
+        ("ADT^A03", (2, 4, 0)),
         // Registration + admission each; ADT-A04-01/02 PV1-2 = P, ADT04-251 no PV1-19.
         ("ADT^A04", (2, 4, 3)),
-        ("ADT^A08", (2, 2, 0)),
-        ("ADT^A28", (2, 2, 0)),
-        ("ADT^A31", (2, 2, 0)),
+        ("ADT^A08", (2, 4, 0)),
+        ("ADT^A28", (2, 4, 0)),
+        ("ADT^A31", (2, 4, 0)),
         // LAB-ORU-1 (8 numeric OBX), LAB-ORU-2 (10), the NIST CBC (19), RMGEAD (1 SN);
         // ORU-R01-01 has no single numeric OBX-5.
         ("ORU^R01", (4, 38, 1)),
@@ -115,6 +119,11 @@ fn counts_by_message_type() {
         ("lab_result", 38),
         ("medication_order", 6),
         ("medication_dispense", 3),
+        // DG1 of ADT01-23 and of ADT-A03/A08/A28/A31-01; PR1 of the last four. The other
+        // DG1/PR1 of the set ride in messages not taken (A05, BAR, DFT, ORM, REF, SIU, ...)
+        // or refused (ADT-A01-01, ADT-A04-01: PV1-2 = P).
+        ("diagnosis", 5),
+        ("procedure", 4),
     ]
     .into_iter()
     .collect();
@@ -129,7 +138,8 @@ fn spot_checks_against_the_files() {
     // ADT01-23: EVN-2 20050110045502+0700, PID-3 10006579^^^1^MR^1,
     // PV1|1|I|PREOP^101^1^1^^^S|3|||37^DISNEY^WALT^^^^^^AccMgr^^^^CI|||01|...|40007716^^^AccMgr^VN
     let e = get("ADT01-23.hl7");
-    assert_eq!(e.len(), 1);
+    // The admission, then its DG1 (hl7v2_diagnoses checks the diagnosis).
+    assert_eq!(e.len(), 2);
     assert_eq!(
         (e[0].event_id.as_str(), e[0].source_system.as_str()),
         ("1|599102", "AccMgr")

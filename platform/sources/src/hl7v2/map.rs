@@ -1,14 +1,18 @@
-//! HL7 v2 -> canonical `ClinicalEvent`s: ADT (A01-A04, A08, A28, A31), ORU^R01, and the
-//! pharmacy messages RDE (encoded order), RDS (dispense) and RAS (administration).
+//! HL7 v2 -> canonical `ClinicalEvent`s: ADT (A01-A04, A08, A28, A31) with the diagnoses
+//! (DG1) and procedures (PR1) they carry, ORU^R01, and the pharmacy messages RDE (encoded
+//! order), RDS (dispense) and RAS (administration).
 //!
 //! Owns which HL7 field feeds which event field. Pure: no I/O, no clock, no validation
-//! beyond what mapping needs (ranges, units and required event fields are the ingest
-//! door's job, so HL7 events pass the same checks as every other source).
+//! beyond what mapping needs (ranges, units, code shapes and required event fields are
+//! the ingest door's job, so HL7 events pass the same checks as every other source).
 //!
 //! Rules:
 //! - `event_id` = `<sending facility>|<MSH-10>`, with `-<n>` (1-based) appended when one
 //!   message makes several events, so a resend of the same message yields the same ids
-//!   and is absorbed by the warehouse's dedup.
+//!   and is absorbed by the warehouse's dedup. Diagnoses and procedures come last and
+//!   number on from the message's other events; a lone first event keeps its bare id
+//!   (an A01 with two DG1 makes `F|C`, `F|C-2`, `F|C-3`), so ids staged before DG1/PR1
+//!   were mapped stay the same and a re-load is absorbed, not counted twice.
 //! - `source_system` = MSH-3 (sending application), else the sending facility.
 //! - Patient: the PID-3 repetition whose identifier type (CX-5) is `MR`, else the first;
 //!   assigning authority is CX-4 (its namespace id).
@@ -17,6 +21,10 @@
 //!   dispensed), else ORC-9, for dispenses; else MSH-7. Administrations need RXA-3 (start
 //!   of administration): the time a dose was given is the fact itself, never guessed.
 //! - Missing data that an event cannot do without is a [`MapError`] naming the HL7 field.
+//! - One ACK answers one message, and AA means all of it is staged (DOMAIN.md): a message
+//!   is mapped whole or not at all. A segment that cannot be mapped (a DG1 without its
+//!   code, a PR1 without its time) fails the message (AE naming the field), as an event
+//!   rejected at the door does; dropping it and answering AA would lose it silently.
 //!
 //! Pharmacy (RDE^O11/O25 and RDS^O13, RAS^O17, and their 2.3 form with trigger O01):
 //! - Each ORC opens an order group; RDE makes one `MedicationOrder` per group (its RXE),
@@ -44,10 +52,42 @@
 //! - An RXA with completion status (RXA-20) RE (refused) or NA (not administered), or
 //!   action code (RXA-21) D (deleted), records no dose given and makes no event; a RAS
 //!   with nothing else is an error naming RXA-20.
+//!
+//! Diagnoses and procedures (every DG1 and PR1 of an ADT message taken, one event each,
+//! in segment order):
+//! - Code: CWE.1 in the system CWE.3 names; when CWE.3 is local or unknown and the
+//!   alternate (CWE.4 in CWE.6) is in a system the platform knows, the alternate. Without
+//!   CWE.3, the deprecated coding method (DG1-2 / PR1-2), else local. Codes pass as sent;
+//!   the door checks their shape and writes them canonically (`71596` -> `715.96`).
+//!   Name: CWE.2 (CWE.5 for the alternate), else DG1-4 / PR1-4, else CWE.9.
+//! - Systems (HL7 table 0396, any case): I10 / ICD10 -> ICD-10 (WHO and national
+//!   modifications: the table's and the FHIR converter's reading; ICD-10-CM is I10C),
+//!   I10C / ICD10CM -> ICD-10-CM, I9 / I9C -> ICD-9-CM (the platform has no WHO ICD-9),
+//!   I9CDX (diagnoses) and I9CP (procedures) -> ICD-9-CM, SCT / SCT2 / SNM / SNM3 ->
+//!   SNOMED CT (a pre-CT SNOMED code then fails the door's shape check), C4 / CPT -> CPT,
+//!   HCPCS -> HCPCS, I10P -> ICD-10-PCS; L, LOCAL and 99zzz -> local. A diagnosis takes
+//!   the ICD-10, ICD-10-CM, ICD-9-CM, SNOMED CT and local systems, a procedure the
+//!   ICD-10-PCS, CPT, HCPCS, ICD-9-CM, SNOMED CT and local ones. Any other system is an
+//!   error naming DG1-3 / PR1-3: filing a code of a terminology the platform does not
+//!   know as local would hide it from every join by code.
+//! - Diagnosis: encounter = PV1-19, required as for admissions (only a problem-list entry
+//!   stands outside an encounter, and a DG1 is not one). Role from DG1-6 (table 0052): A
+//!   admitting, W working, F final -> principal when DG1-15 (priority, table 0359) is 1,
+//!   else secondary; anything else -> encounter (role not said). rank = DG1-15 (0 or
+//!   empty: not ranked). occurred_at = DG1-5 (diagnosis date/time), else DG1-19, else the
+//!   message's event time. recorded_at = DG1-19 (attestation) unless it lies before
+//!   DG1-5: an attestation cannot precede the diagnosis it signs, so such a value is not
+//!   this record's and is left out. DG1 says nothing of the clinical status.
+//! - Procedure: occurred_at = PR1-5 (required: when it was done is the fact itself);
+//!   ended_at = PR1-5 + PR1-7 (procedure minutes) when sent; rank = PR1-14 (priority,
+//!   table 0418); performer = PR1-11 (surgeon) XCN.1, else PR1-12 (procedure
+//!   practitioner); encounter = PV1-19 when sent (a procedure may stand outside one).
+//! - A DG1-21 / PR1-20 action code D (delete) makes no event, as for RXA-21: the events
+//!   have no tombstone yet, so a delete of a diagnosis staged earlier is not applied.
 
 use hospital_proto::events::{
-    self as pb, clinical_event::Payload, AbnormalFlag, AdministrativeSex, AdmissionType, ClinicalEvent,
-    DischargeDisposition, EncounterClass,
+    self as pb, clinical_event::Payload, AbnormalFlag, AdministrativeSex, AdmissionType, ClinicalEvent, CodeSystem,
+    DiagnosisRole, DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 
@@ -116,12 +156,16 @@ impl MapError {
 /// Maps one message to canonical events (at least one on success).
 pub fn to_events(msg: &Message, opts: &MapOptions) -> Result<Vec<ClinicalEvent>, MapError> {
     let trigger = msg.trigger_event().unwrap_or_default();
-    let payloads: Vec<(Payload, Timestamp)> = match (msg.message_type(), trigger) {
-        ("ADT", "A01" | "A02" | "A03" | "A04" | "A08" | "A28" | "A31") => adt(msg, trigger)?,
-        ("ORU", "R01") => oru(msg)?,
-        ("RDE", "O01" | "O11" | "O25") => pharmacy(msg, Pharmacy::Order)?,
-        ("RDS", "O01" | "O13") => pharmacy(msg, Pharmacy::Dispense)?,
-        ("RAS", "O01" | "O17") => pharmacy(msg, Pharmacy::Administration)?,
+    // The message's own events, then its diagnoses and procedures (numbered after them).
+    let (payloads, coded) = match (msg.message_type(), trigger) {
+        ("ADT", "A01" | "A02" | "A03" | "A04" | "A08" | "A28" | "A31") => {
+            let at = adt_time(msg)?;
+            (adt(msg, trigger, at)?, diagnoses_and_procedures(msg, at)?)
+        }
+        ("ORU", "R01") => (oru(msg)?, Vec::new()),
+        ("RDE", "O01" | "O11" | "O25") => (pharmacy(msg, Pharmacy::Order)?, Vec::new()),
+        ("RDS", "O01" | "O13") => (pharmacy(msg, Pharmacy::Dispense)?, Vec::new()),
+        ("RAS", "O01" | "O17") => (pharmacy(msg, Pharmacy::Administration)?, Vec::new()),
         (ty, tr) => {
             return Err(MapError::Unsupported {
                 message_type: if tr.is_empty() {
@@ -142,15 +186,16 @@ pub fn to_events(msg: &Message, opts: &MapOptions) -> Result<Vec<ClinicalEvent>,
     }
     let patient = patient(msg)?;
     let base = format!("{facility}|{}", msg.control_id());
-    let several = payloads.len() > 1;
+    let lone = payloads.len() == 1;
     Ok(payloads
         .into_iter()
+        .chain(coded)
         .enumerate()
         .map(|(i, (payload, occurred_at))| ClinicalEvent {
-            event_id: if several {
-                format!("{base}-{}", i + 1)
-            } else {
+            event_id: if i == 0 && lone {
                 base.clone()
+            } else {
+                format!("{base}-{}", i + 1)
             },
             source_system: source_system.clone(),
             occurred_at: Some(occurred_at),
@@ -191,9 +236,13 @@ fn timestamp(d: Dtm) -> Timestamp {
     }
 }
 
-/// The first date-time among `paths` that is present; a malformed one is an error.
+/// The first date-time among `paths` that is present (HL7's explicit null `""` is not);
+/// a malformed one is an error.
 fn first_time(msg: &Message, paths: &[(&str, &'static str)]) -> Result<Option<Timestamp>, MapError> {
     for (path, what) in paths {
+        if msg.raw(path).is_some_and(|r| r.trim() == "\"\"") {
+            continue;
+        }
         match msg.get_dtm(path) {
             Ok(Some(d)) => return Ok(Some(timestamp(d))),
             Ok(None) => {}
@@ -240,11 +289,15 @@ fn patient(msg: &Message) -> Result<pb::PatientRef, MapError> {
     })
 }
 
-fn adt(msg: &Message, trigger: &str) -> Result<Vec<(Payload, Timestamp)>, MapError> {
-    let at = match first_time(msg, &[("EVN-2", "recorded date/time"), ("EVN-6", "event occurred")])? {
-        Some(t) => t,
-        None => message_time(msg)?,
-    };
+/// The ADT event's time: EVN-2, else EVN-6, else MSH-7.
+fn adt_time(msg: &Message) -> Result<Timestamp, MapError> {
+    match first_time(msg, &[("EVN-2", "recorded date/time"), ("EVN-6", "event occurred")])? {
+        Some(t) => Ok(t),
+        None => message_time(msg),
+    }
+}
+
+fn adt(msg: &Message, trigger: &str, at: Timestamp) -> Result<Vec<(Payload, Timestamp)>, MapError> {
     let payloads = match trigger {
         "A01" => vec![Payload::Admission(admission(msg)?)],
         "A04" => vec![
@@ -392,6 +445,227 @@ fn birth_date(msg: &Message) -> Result<Option<pb::Date>, MapError> {
         month: num(4..6),
         day: num(6..8),
     }))
+}
+
+/// The DG1 and PR1 segments of an ADT message as events, in segment order; `event_time`
+/// is the ADT event's time (a diagnosis's last resort).
+fn diagnoses_and_procedures(msg: &Message, event_time: Timestamp) -> Result<Vec<(Payload, Timestamp)>, MapError> {
+    let deleted = |seg: &Segment<'_>, action_field: &str| {
+        seg_value(seg, action_field).is_some_and(|a| a.eq_ignore_ascii_case("D"))
+    };
+    let mut out = Vec::new();
+    for seg in msg.all_segments() {
+        match seg.id() {
+            "DG1" if !deleted(&seg, "21") => out.push(diagnosis(msg, &seg, event_time)?),
+            "PR1" if !deleted(&seg, "20") => out.push(procedure(msg, &seg)?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn diagnosis(msg: &Message, dg1: &Segment<'_>, event_time: Timestamp) -> Result<(Payload, Timestamp), MapError> {
+    let code = coded(dg1, CodeUse::Diagnosis)?;
+    let rank = priority(dg1, "15", "diagnosis priority")?;
+    // HL7 table 0052.
+    let role = match seg_value(dg1, "6-1").map(|t| t.to_ascii_uppercase()).as_deref() {
+        Some("A") => DiagnosisRole::Admitting,
+        Some("W") => DiagnosisRole::Working,
+        Some("F") if rank == 1 => DiagnosisRole::Principal,
+        Some("F") => DiagnosisRole::Secondary,
+        _ => DiagnosisRole::Encounter,
+    };
+    let diagnosed_at = seg_time(msg, dg1, "5", "diagnosis date/time")?;
+    let attested_at = seg_time(msg, dg1, "19", "attestation date/time")?;
+    let recorded_at = attested_at.filter(|a| diagnosed_at.is_none_or(|d| !earlier(a, &d)));
+    let diagnosis = pb::Diagnosis {
+        encounter_id: visit_number(msg)?,
+        code: code.code,
+        code_system: code.system as i32,
+        display: code.display,
+        role: role as i32,
+        rank,
+        recorded_at,
+        ..Default::default()
+    };
+    let at = diagnosed_at.or(attested_at).unwrap_or(event_time);
+    Ok((Payload::Diagnosis(diagnosis), at))
+}
+
+fn procedure(msg: &Message, pr1: &Segment<'_>) -> Result<(Payload, Timestamp), MapError> {
+    let code = coded(pr1, CodeUse::Procedure)?;
+    let at = seg_time(msg, pr1, "5", "procedure date/time")?
+        .ok_or_else(|| MapError::missing("PR1-5", "procedure date/time"))?;
+    let ended_at = match seg_value(pr1, "7") {
+        None => None,
+        Some(raw) => {
+            let minutes = hl7_number(&raw).filter(|m| *m >= 0.0).ok_or_else(|| {
+                MapError::invalid(
+                    "PR1-7",
+                    "procedure minutes",
+                    format!("{raw:?} is not a number of minutes"),
+                )
+            })?;
+            Some(plus_minutes(at, minutes))
+        }
+    };
+    let procedure = pb::ProcedurePerformed {
+        encounter_id: value(msg, "PV1-19-1").unwrap_or_default(),
+        code: code.code,
+        code_system: code.system as i32,
+        display: code.display,
+        ended_at,
+        rank: priority(pr1, "14", "procedure priority")?,
+        performer: seg_value(pr1, "11-1")
+            .or_else(|| seg_value(pr1, "12-1"))
+            .unwrap_or_default(),
+    };
+    Ok((Payload::Procedure(procedure), at))
+}
+
+fn earlier(a: &Timestamp, b: &Timestamp) -> bool {
+    (a.seconds, a.nanos) < (b.seconds, b.nanos)
+}
+
+/// `t` plus a non-negative number of minutes, to the nanosecond; a duration past what
+/// an i64 of nanoseconds holds (292 years) saturates, and the door refuses the end.
+fn plus_minutes(t: Timestamp, minutes: f64) -> Timestamp {
+    const NANOS: i64 = 1_000_000_000;
+    let total = (minutes * 60.0 * NANOS as f64).round() as i64;
+    let nanos = i64::from(t.nanos) + total % NANOS;
+    Timestamp {
+        seconds: t.seconds.saturating_add(total / NANOS).saturating_add(nanos / NANOS),
+        nanos: (nanos % NANOS) as i32,
+    }
+}
+
+/// A priority (HL7 tables 0359 and 0418): 0 not ranked, 1 first, 2 and on; empty is 0.
+fn priority(seg: &Segment<'_>, field: &str, what: &'static str) -> Result<u32, MapError> {
+    let Some(raw) = seg_value(seg, field) else { return Ok(0) };
+    raw.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| raw.parse::<u32>().ok())
+        .flatten()
+        .ok_or_else(|| {
+            MapError::invalid(
+                format!("{}-{field}", seg.id()),
+                what,
+                format!("{raw:?} is not a priority (0 not ranked, 1 first, 2 and on)"),
+            )
+        })
+}
+
+/// What a code names, which decides the systems it may be drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CodeUse {
+    Diagnosis,
+    Procedure,
+}
+
+impl CodeUse {
+    /// (segment, what its code is called, the table 0396 names taken), for errors.
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Diagnosis => (
+                "DG1",
+                "diagnosis code",
+                "I10, I10C, ICD10, ICD10CM, I9, I9C, I9CDX, SCT, SNM",
+            ),
+            Self::Procedure => ("PR1", "procedure code", "C4, CPT, HCPCS, I10P, I9, I9C, I9CP, SCT, SNM"),
+        }
+    }
+}
+
+/// A coding system's name (HL7 table 0396, any case) as the `CodeSystem` it names for
+/// `code_use`; None when unknown, or not a system of that use (C4 for a diagnosis).
+fn code_system(name: &str, code_use: CodeUse) -> Option<CodeSystem> {
+    use CodeUse::{Diagnosis as Dx, Procedure as Px};
+    let name = name.trim().to_ascii_uppercase();
+    // HL7: L, or 99zzz (z alphanumeric) for a locally defined coding system.
+    let local = name == "L"
+        || name == "LOCAL"
+        || (name.starts_with("99") && (3..=5).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if local {
+        return Some(CodeSystem::Local);
+    }
+    match (name.as_str(), code_use) {
+        ("I10" | "ICD10", Dx) => Some(CodeSystem::Icd10),
+        ("I10C" | "ICD10CM", Dx) => Some(CodeSystem::Icd10Cm),
+        ("I9" | "I9C", _) | ("I9CDX", Dx) | ("I9CP", Px) => Some(CodeSystem::Icd9Cm),
+        ("SCT" | "SCT2" | "SNM" | "SNM3", _) => Some(CodeSystem::SnomedCt),
+        ("I10P", Px) => Some(CodeSystem::Icd10Pcs),
+        ("C4" | "CPT", Px) => Some(CodeSystem::Cpt),
+        ("HCPCS", Px) => Some(CodeSystem::Hcpcs),
+        _ => None,
+    }
+}
+
+/// A diagnosis or procedure code as sent, with its system and name.
+struct Coded {
+    code: String,
+    system: CodeSystem,
+    display: String,
+}
+
+/// Field 3 (CWE) of a DG1 or PR1 by the module's rules: the primary coding (its system
+/// in CWE.3, else field 2, the deprecated coding method, else local) or the alternate
+/// (CWE.4-6), a known system before a local one.
+fn coded(seg: &Segment<'_>, code_use: CodeUse) -> Result<Coded, MapError> {
+    let (id, what, taken) = code_use.describe();
+    let part = |n: usize| seg_value(seg, &format!("3-{n}"));
+    // (code, system name and the field it came from, text) of each coding.
+    let primary_system = match part(3) {
+        Some(name) => Some((name, "3")),
+        None => seg_value(seg, "2").map(|name| (name, "2")),
+    };
+    let codings = [
+        (part(1), primary_system, part(2)),
+        (part(4), part(6).map(|name| (name, "3")), part(5).or_else(|| part(2))),
+    ];
+    let resolved = |local: bool| {
+        codings.iter().find_map(|(code, system, text)| {
+            let system = match system {
+                Some((name, _)) => code_system(name, code_use)?,
+                None => CodeSystem::Local,
+            };
+            ((system == CodeSystem::Local) == local).then_some((code.clone()?, system, text.clone()))
+        })
+    };
+    let Some((code, system, text)) = resolved(false).or_else(|| resolved(true)) else {
+        // A code in a system the platform does not take, or no code at all.
+        let unknown = codings
+            .iter()
+            .find_map(|(code, system, _)| code.as_ref().and(system.as_ref()));
+        return Err(match unknown {
+            Some((name, field)) => {
+                let other = match code_use {
+                    CodeUse::Diagnosis => CodeUse::Procedure,
+                    CodeUse::Procedure => CodeUse::Diagnosis,
+                };
+                let reason = if code_system(name, other).is_some() {
+                    format!(
+                        "is coded in {name:?}, a system of {}s, not of {what}s",
+                        other.describe().1
+                    )
+                } else {
+                    format!(
+                        "is coded in {name:?}, which is not a coding system the platform takes \
+                         ({taken}; L or 99zzz for local codes)"
+                    )
+                };
+                MapError::invalid(format!("{id}-{field}"), what, reason)
+            }
+            None => MapError::missing(format!("{id}-3"), what),
+        });
+    };
+    Ok(Coded {
+        code,
+        system,
+        display: text
+            .or_else(|| seg_value(seg, "4"))
+            .or_else(|| part(9))
+            .unwrap_or_default(),
+    })
 }
 
 /// One numeric observation read from an OBX.
@@ -1017,6 +1291,41 @@ mod tests {
         assert_eq!(codes, ["8867-4", "8310-5"]);
         // The set is timed by its first OBX-14.
         assert_eq!(e[1].occurred_at.unwrap().seconds, 1_709_291_700);
+    }
+
+    #[test]
+    fn coding_system_names_depend_on_the_use() {
+        use CodeUse::{Diagnosis as Dx, Procedure as Px};
+        assert_eq!(code_system("i10", Dx), Some(CodeSystem::Icd10));
+        assert_eq!(code_system(" I10C ", Dx), Some(CodeSystem::Icd10Cm));
+        assert_eq!(code_system("I10", Px), None);
+        assert_eq!(code_system("I10P", Px), Some(CodeSystem::Icd10Pcs));
+        assert_eq!(code_system("I9CP", Dx), None);
+        assert_eq!(code_system("I9CP", Px), Some(CodeSystem::Icd9Cm));
+        assert_eq!(code_system("C4", Dx), None);
+        for local in ["L", "local", "99Z", "99ABC"] {
+            assert_eq!(code_system(local, Dx), Some(CodeSystem::Local), "{local}");
+        }
+        for unknown in ["99", "99ABCD", "99-X", "LN", ""] {
+            assert_eq!(code_system(unknown, Px), None, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn minutes_carry_into_seconds_and_saturate() {
+        let t = Timestamp {
+            seconds: 100,
+            nanos: 900_000_000,
+        };
+        assert_eq!(
+            plus_minutes(t, 0.0025),
+            Timestamp {
+                seconds: 101,
+                nanos: 50_000_000
+            }
+        );
+        assert_eq!(plus_minutes(t, 2.0).seconds, 220);
+        assert!(plus_minutes(t, 1e300).seconds > 9_000_000_000);
     }
 
     #[test]
