@@ -117,6 +117,8 @@ impl Frequency {
 
 use Frequency::*;
 
+// One row of a table below: positional, like the table's columns.
+#[allow(clippy::too_many_arguments)]
 const fn drug(
     rxnorm: &'static str,
     name: &'static str,
@@ -196,6 +198,8 @@ pub struct Problem {
     pub procedure: Option<(&'static str, &'static str, i64)>,
 }
 
+// One row of a table below: positional, like the table's columns.
+#[allow(clippy::too_many_arguments)]
 const fn problem(
     complaint: &'static str,
     icd10: &'static str,
@@ -275,6 +279,8 @@ pub struct LabTest {
     pub decimals: i32,
 }
 
+// One row of a table below: positional, like the table's columns.
+#[allow(clippy::too_many_arguments)]
 const fn lab(
     loinc: &'static str,
     display: &'static str,
@@ -435,7 +441,10 @@ mod tests {
         }
         let payers = read("payers.csv");
         for (code, name, kind, _, _) in PAYERS {
-            let row = payers.iter().find(|r| &r[0] == *code).unwrap_or_else(|| panic!("{code}"));
+            let row = payers
+                .iter()
+                .find(|r| &r[0] == *code)
+                .unwrap_or_else(|| panic!("{code}"));
             assert_eq!((&row[1], &row[2]), (*name, *kind));
         }
     }

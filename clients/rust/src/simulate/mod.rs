@@ -943,7 +943,9 @@ impl Simulator {
     /// start, so this one event is older than the moment it is sent).
     fn operation(&mut self, id: u64, start: i64) {
         let Some(stay) = self.stays.get(&id) else { return };
-        let Some((code, description, _)) = stay.problem.procedure else { return };
+        let Some((code, description, _)) = stay.problem.procedure else {
+            return;
+        };
         let (person, encounter) = (stay.person, stay.encounter.clone());
         let surgeon = format!("DR{:03}", self.rng.random_range(1..60));
         let end = self.now;
@@ -962,7 +964,10 @@ impl Simulator {
         );
         if let Some(Payload::Procedure(_)) = self.out.back().and_then(|e| e.payload.as_ref()) {
             if let Some(e) = self.out.back_mut() {
-                e.occurred_at = Some(Timestamp { seconds: start, nanos: 0 });
+                e.occurred_at = Some(Timestamp {
+                    seconds: start,
+                    nanos: 0,
+                });
             }
         }
     }

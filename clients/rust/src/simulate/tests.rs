@@ -156,7 +156,7 @@ fn arrivals_are_busier_by_day_than_at_night() {
     let mut by_hour = [0u32; 24];
     for e in &events {
         if matches!(e.payload, Some(Payload::EdArrival(_))) {
-            by_hour[arrivals::weekday_hour(at(e)).1 as usize] += 1;
+            by_hour[arrivals::weekday_hour(at(e)).1] += 1;
         }
     }
     let night: u32 = by_hour[2..6].iter().sum();
