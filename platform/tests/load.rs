@@ -60,11 +60,57 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
     let patients = csv_rows(&dir.join("patients.csv"));
     let encounters = csv_rows(&dir.join("encounters.csv"));
     assert_eq!(patients, 27);
+    // Conditions and procedures, one event per row. The door refuses a "SNOMED CT" code
+    // that is not a concept id (6-18 digits, no leading zero), as it refused the LOINC
+    // code of a Synthea FHIR Procedure; which rows it will refuse is counted here from
+    // the files, and the mapper does not drop them itself.
+    let is_snomed =
+        |c: &str| (6..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) && !c.starts_with('0');
+    let snomed_rows = |file: &str| {
+        let codes = csv_column(&dir.join(file), "CODE");
+        let good = codes.iter().filter(|c| is_snomed(c)).count() as u64;
+        (good, codes.len() as u64 - good)
+    };
+    let (conditions, bad_conditions) = snomed_rows("conditions.csv");
+    let (procedures, bad_procedures) = snomed_rows("procedures.csv");
+    let resolved = csv_column(&dir.join("conditions.csv"), "STOP")
+        .iter()
+        .zip(csv_column(&dir.join("conditions.csv"), "CODE"))
+        .filter(|(stop, code)| !stop.is_empty() && is_snomed(code))
+        .count() as u64;
+    println!(
+        "conditions.csv: {conditions} SNOMED-coded rows ({resolved} with a STOP), {bad_conditions} not; \
+         procedures.csv: {procedures} SNOMED-coded rows, {bad_procedures} not"
+    );
 
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let sent = send(platform.local_addr(), &extract).await;
-    assert_eq!(sent, extract.events.len());
+    let report = send_all(platform.local_addr(), &extract).await;
+    let rejected = |field: &str| {
+        report
+            .rejections
+            .iter()
+            .filter(|r| r.violations.iter().map(|v| v.field.as_str()).eq([field]))
+            .count() as u64
+    };
+    assert_eq!(
+        (rejected("diagnosis.code"), rejected("procedure.code")),
+        (bad_conditions, bad_procedures)
+    );
+    assert_eq!(
+        report.rejections.len() as u64,
+        bad_conditions + bad_procedures,
+        "nothing else is rejected: {:?}",
+        report.rejections.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(report.committed, extract.events.len() - report.rejections.len());
+    println!(
+        "Synthea CSV: {} events, {} committed, {} rejected, skipped {:?}",
+        extract.events.len(),
+        report.committed,
+        report.rejections.len(),
+        extract.skipped
+    );
     run_warehouse_load(platform.local_addr(), false).await;
 
     let counts = |ch: &hospital_testkit::ClickHouseServer| {
@@ -81,6 +127,8 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
             count(ch, "SELECT count() FROM warehouse.fact_medication FINAL WHERE is_deleted = 0"),
             count(ch, "SELECT count() FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0"),
             count(ch, "SELECT count() FROM warehouse.fact_charge FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0"),
+            count(ch, "SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0"),
         )
     };
     let first = counts(&ch);
@@ -98,9 +146,37 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
     assert_eq!(first.2, encounters, "every Synthea encounter has a STOP");
     assert_eq!(first.3, csv_rows(&dir.join("medications.csv")));
     assert!(first.4 > 0);
+    println!("fact_diagnosis: {} rows, fact_procedure: {} rows", first.6, first.7);
+    assert_eq!(
+        first.6, conditions,
+        "one diagnosis per SNOMED-coded row of conditions.csv"
+    );
+    assert_eq!(
+        first.7, procedures,
+        "one procedure per SNOMED-coded row of procedures.csv"
+    );
+    // As the mapper set them: SNOMED CT, no role (as from Synthea's FHIR), resolved when
+    // the row has a STOP, else active.
+    let q = |sql: &str| count(&ch, sql);
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND code_system = 'snomed_ct' AND role = '' AND rank = 0"),
+        conditions
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND clinical_status = 'resolved' AND abated_at_ms IS NOT NULL"),
+        resolved
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND clinical_status = 'active' AND abated_at_ms IS NULL"),
+        conditions - resolved
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0 AND code_system = 'snomed_ct' AND ended_at_ms IS NOT NULL"),
+        procedures
+    );
 
     // The same files again: staged again, absorbed by the warehouse.
-    send(platform.local_addr(), &extract).await;
+    send_all(platform.local_addr(), &extract).await;
     run_warehouse_load(platform.local_addr(), false).await;
     assert_eq!(counts(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
@@ -189,7 +265,8 @@ async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
     let platform = hospital_platform::server::start(cfg).await.unwrap();
     let report = send_all(platform.local_addr(), &extract).await;
     // Two events of the samples are wrong, and the door says so by event and field:
-    // haemoglobin in g/mL, and an OBX without a LOINC code.
+    // haemoglobin in g/mL, and an OBX without a LOINC code. Every diagnosis (DG1) and
+    // procedure (PR1) passes: their codes fit the systems they name.
     let mut rejected: Vec<(String, String)> = report
         .rejections
         .iter()
@@ -210,6 +287,51 @@ async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
     assert_eq!(
         count(&ch, "SELECT count() FROM staging.events"),
         report.committed as u64
+    );
+    // DG1: ADT01-23's ICD-9-CM 71596 and the stroke (SNOMED CT) of ADT-A03/A08/A28/A31-01;
+    // PR1: the colon biopsy (SNOMED CT) of the same four.
+    let kinds = |kind: &str| {
+        let files = extract
+            .events
+            .iter()
+            .filter(|e| e.payload.as_ref().unwrap().kind() == kind)
+            .count() as u64;
+        let staged = count(
+            &ch,
+            &format!("SELECT count() FROM staging.events WHERE kind = '{kind}'"),
+        );
+        (files, staged)
+    };
+    assert_eq!((kinds("diagnosis"), kinds("procedure")), ((5, 5), (4, 4)));
+    // In the warehouse the four GHH samples are one: they share MSH-4 and MSH-10
+    // (GHHSFacility|MSG00001), so their DG1 and PR1 events share ids and are absorbed as
+    // resends. ICD codes are stored with their dot.
+    run_warehouse_load(platform.local_addr(), false).await;
+    assert_eq!(
+        query_rows(
+            &ch,
+            "SELECT source_event_id, code, code_system, role, rank, encounter_id FROM warehouse.fact_diagnosis FINAL \
+             WHERE is_deleted = 0 ORDER BY source_event_id",
+        ),
+        [
+            ["1|599102-2", "715.96", "icd9_cm", "admitting", "0", "40007716"],
+            [
+                "GHHSFacility|MSG00001-2",
+                "422504002",
+                "snomed_ct",
+                "admitting",
+                "1",
+                "40007716"
+            ],
+        ]
+    );
+    assert_eq!(
+        query_rows(
+            &ch,
+            "SELECT source_event_id, code, code_system, performer, duration_minutes FROM warehouse.fact_procedure FINAL \
+             WHERE is_deleted = 0",
+        ),
+        [["GHHSFacility|MSG00001-3", "76164006", "snomed_ct", "121188", "2"]]
     );
     platform.shutdown().await.unwrap();
 }
@@ -275,7 +397,7 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mimic_demo_loads_100_patients_129_admissions_transfers_prescriptions_and_vitals() {
+async fn mimic_demo_loads_with_the_tables_counts_and_a_second_load_adds_nothing() {
     let dir = shared_data("mimic3_demo");
     let extract = load::mimic(&dir).expect("the tables read");
     assert!(extract.problems.is_empty(), "{:?}", extract.problems);
@@ -301,11 +423,19 @@ async fn mimic_demo_loads_100_patients_129_admissions_transfers_prescriptions_an
             .count() as u64
     };
     let (bad_sets, bad_orders) = (rejected_kind("vital_signs."), rejected_kind("medication_order.ends_at"));
+    // Every diagnosis and procedure passes: the undotted ICD-9-CM codes, V and E codes
+    // included, have their shape.
     assert_eq!(
         bad_sets + bad_orders,
         report.rejections.len() as u64,
         "nothing else is rejected: {:?}",
         report.rejections.iter().take(3).collect::<Vec<_>>()
+    );
+    println!(
+        "MIMIC: {} events, {} committed, rejected {bad_sets} vital sets and {bad_orders} orders, skipped {:?}",
+        extract.events.len(),
+        report.committed,
+        extract.skipped
     );
     run_warehouse_load(platform.local_addr(), false).await;
 
@@ -374,5 +504,103 @@ async fn mimic_demo_loads_100_patients_129_admissions_transfers_prescriptions_an
         )),
         q(&format!("SELECT uniqExact(drug_code) FROM {used}"))
     );
+
+    // Coded diagnoses and procedures: one row per DIAGNOSES_ICD / PROCEDURES_ICD row with
+    // a code (rows without one are skipped), at the discharge of their admission. The
+    // door writes ICD-9-CM codes with their dot, after three characters (four for E
+    // codes) of a diagnosis and two of a procedure, when the code is longer.
+    let coded = |file: &str| -> Vec<(String, String)> {
+        csv_column(&dir.join(file), "ICD9_CODE")
+            .into_iter()
+            .zip(csv_column(&dir.join(file), "SEQ_NUM"))
+            .filter(|(code, _)| !code.is_empty())
+            .collect()
+    };
+    let (dx, px) = (coded("DIAGNOSES_ICD.csv"), coded("PROCEDURES_ICD.csv"));
+    let dx_dotted = dx
+        .iter()
+        .filter(|(c, _)| c.len() > if c.starts_with('E') { 4 } else { 3 })
+        .count() as u64;
+    let px_dotted = px.iter().filter(|(c, _)| c.len() > 2).count() as u64;
+    let principal = dx.iter().filter(|(_, seq)| seq == "1").count() as u64;
+    let (dx_n, px_n) = (dx.len() as u64, px.len() as u64);
+    println!(
+        "MIMIC: DIAGNOSES_ICD {dx_n} coded rows ({principal} principal, {dx_dotted} dotted), \
+         PROCEDURES_ICD {px_n} coded rows ({px_dotted} dotted)"
+    );
+    let codes = |ch: &hospital_testkit::ClickHouseServer| {
+        (
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0",
+            ),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0",
+            ),
+        )
+    };
+    assert_eq!(codes(&ch), (dx_n, px_n));
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND code_system = 'icd9_cm' AND position(code, '.') > 0"),
+        dx_dotted
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0 AND code_system = 'icd9_cm' AND position(code, '.') > 0"),
+        px_dotted
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND role = 'principal' AND rank = 1"),
+        principal
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND role = 'secondary' AND rank > 1"),
+        dx_n - principal
+    );
+    let discharges =
+        "(SELECT encounter_id, ifNull(discharged_at_ms, -1) FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0)";
+    assert_eq!(
+        q(&format!(
+            "SELECT count() FROM warehouse.fact_diagnosis FINAL WHERE is_deleted = 0 AND (encounter_id, onset_at_ms) IN {discharges}"
+        )),
+        dx_n
+    );
+    assert_eq!(
+        q(&format!(
+            "SELECT count() FROM warehouse.fact_procedure FINAL WHERE is_deleted = 0 AND (encounter_id, started_at_ms) IN {discharges}"
+        )),
+        px_n
+    );
+
+    // The same tables again: staged again, absorbed by the warehouse.
+    let everything = |ch: &hospital_testkit::ClickHouseServer| {
+        (
+            codes(ch),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.dim_patient FINAL WHERE is_deleted = 0 AND is_current = 1",
+            ),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0",
+            ),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_transfer FINAL WHERE is_deleted = 0",
+            ),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_medication FINAL WHERE is_deleted = 0",
+            ),
+            count(
+                ch,
+                "SELECT count() FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0",
+            ),
+        )
+    };
+    let first = everything(&ch);
+    send_all(platform.local_addr(), &extract).await;
+    run_warehouse_load(platform.local_addr(), false).await;
+    assert_eq!(everything(&ch), first, "a second load adds nothing");
     platform.shutdown().await.unwrap();
 }

@@ -71,8 +71,9 @@ pub fn hl7(path: &Path) -> std::io::Result<Extract> {
     Ok(x)
 }
 
-/// A Synthea CSV export directory (patients, payers, encounters, observations,
-/// medications, and the charges of claims_transactions.csv with their claims' payers).
+/// A Synthea CSV export directory (patients, payers, encounters, conditions as
+/// diagnoses, procedures, observations, medications, and the charges of
+/// claims_transactions.csv with their claims' payers).
 pub fn synthea(dir: &Path) -> Result<Extract, hospital_sources::synthea::SyntheaError> {
     use hospital_sources::synthea::{Export, Options};
     let mut x = Extract::default();
@@ -121,13 +122,20 @@ pub fn fhir(path: &Path) -> std::io::Result<Extract> {
     Ok(x)
 }
 
-/// The MIMIC-III (demo) CSV tables; each patient's dates are shifted back by whole weeks
-/// so that they lie in the past (see `hospital_sources::mimic`).
+/// The MIMIC-III (demo) CSV tables (patients, admissions, transfers, ICD-9-CM diagnoses
+/// and procedures, prescriptions with their drug catalogue, charted vital signs); each
+/// patient's dates are shifted back by whole weeks so that they lie in the past (see
+/// `hospital_sources::mimic`).
 pub fn mimic(dir: &Path) -> Result<Extract, hospital_sources::mimic::MimicError> {
     use hospital_sources::mimic::{Export, Options};
     let mut x = Extract::default();
     let summary = Export::new(dir, Options::default()).read_all(|e| x.events.push(e))?;
     x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
+    for (file, n) in &summary.skipped {
+        *x.skipped
+            .entry(format!("{} rows not loaded", file.file_name()))
+            .or_default() += *n as usize;
+    }
     if summary.birth_dates_omitted > 0 {
         *x.skipped
             .entry("birth dates before 1900 after the shift (ages over 89 are masked in MIMIC)".into())

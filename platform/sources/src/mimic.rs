@@ -1,6 +1,6 @@
 //! MIMIC-III (demo v1.4) CSV tables -> canonical `ClinicalEvent`s: patients, admissions
-//! and discharges, transfers, the drug catalogue and prescriptions, and charted vital
-//! signs.
+//! and discharges, transfers, coded diagnoses and procedures, the drug catalogue and
+//! prescriptions, and charted vital signs.
 //!
 //! Follows [`crate::synthea`] and reads through [`crate::table`]: columns found by
 //! header name (case-insensitive), every column the mapping reads is required
@@ -32,6 +32,26 @@
 //!   CURR_* -> to). `admit`/`discharge` rows are the admission and discharge themselves.
 //!   ICU stays (ICUSTAYS.csv) are not separate events: they are the moves into ICU care
 //!   units that the admissions and transfers already carry.
+//! - DIAGNOSES_ICD -> `Diagnosis`: code ICD9_CODE in ICD-9-CM as MIMIC writes it (no
+//!   dot, V and E codes included: the ingest door adds the dot and checks the shape),
+//!   `encounter_id` HADM_ID, rank SEQ_NUM, role principal for SEQ_NUM 1 else secondary,
+//!   no clinical status. The table has no time: the codes are assigned from the record
+//!   after the stay, so a diagnosis is timed at its admission's DISCHTIME (shifted like
+//!   every other time). That is when it became known, never before: a point-in-time
+//!   join cannot see a stay's diagnoses while the stay runs.
+//! - PROCEDURES_ICD -> `ProcedurePerformed`: ICD-9-CM volume 3 code ICD9_CODE, rank
+//!   SEQ_NUM (1 the principal procedure), `encounter_id` HADM_ID, no end, no performer.
+//!   The demo's table has no time either (the full database's PROCEDUREEVENTS_MV has
+//!   times but not these codes), and the procedure happened somewhere between ADMITTIME
+//!   and DISCHTIME. Timed at DISCHTIME, like the diagnoses coded with it: ADMITTIME
+//!   would put every procedure of a stay at its first minute, before it was done, and
+//!   leak it into features taken during the stay; DISCHTIME is late but never early.
+//! - Both: display = LONG_TITLE of D_ICD_DIAGNOSES.csv / D_ICD_PROCEDURES.csv when that
+//!   dictionary is in the directory (the demo has neither: display empty). Rows with an
+//!   empty ICD9_CODE code nothing (MIMIC's schema lets both ICD9_CODE and SEQ_NUM be
+//!   null) and are skipped and counted. A code with an empty or non-positive SEQ_NUM, or
+//!   a HADM_ID that is not an admission of the same SUBJECT_ID in ADMISSIONS.csv (with
+//!   a readable DISCHTIME), is a bad row.
 //! - PRESCRIPTIONS -> `MedicationOrder` at STARTDATE (`ends_at` ENDDATE); drug code NDC,
 //!   or FORMULARY_DRUG_CD when NDC is 0 or empty; dose DOSE_VAL_RX when numeric, else 0.
 //! - PRESCRIPTIONS is also the drug catalogue: before the orders, one
@@ -46,7 +66,8 @@
 //!   ITEMIDs mapped by [`vital_item`]; rows with ERROR=1, an empty VALUENUM or another
 //!   ITEMID are skipped and counted; the first value of a code in a set wins.
 //! - Event ids: `mimic/patients/<ROW_ID>`, `mimic/admissions/<ROW_ID>/admission` and
-//!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/drugs/<code system>/<code>`,
+//!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/diagnoses_icd/<ROW_ID>`,
+//!   `mimic/procedures_icd/<ROW_ID>`, `mimic/drugs/<code system>/<code>`,
 //!   `mimic/prescriptions/<ROW_ID>`,
 //!   `mimic/chartevents/<SUBJECT_ID>/<HADM_ID>/<raw CHARTTIME>` (raw, so ids do not
 //!   depend on the anchor).
@@ -56,7 +77,7 @@ use std::path::{Path, PathBuf};
 
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, reference_data::Item, AdministrativeSex, AdmissionType, ClinicalEvent,
-    DischargeDisposition, EncounterClass,
+    CodeSystem, DiagnosisRole, DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 use time::macros::{date, datetime, format_description};
@@ -70,15 +91,19 @@ pub enum MimicFile {
     Patients,
     Admissions,
     Transfers,
+    DiagnosesIcd,
+    ProceduresIcd,
     Prescriptions,
     ChartEventsVitals,
 }
 
 impl MimicFile {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Patients,
         Self::Admissions,
         Self::Transfers,
+        Self::DiagnosesIcd,
+        Self::ProceduresIcd,
         Self::Prescriptions,
         Self::ChartEventsVitals,
     ];
@@ -88,6 +113,8 @@ impl MimicFile {
             Self::Patients => "PATIENTS.csv",
             Self::Admissions => "ADMISSIONS.csv",
             Self::Transfers => "TRANSFERS.csv",
+            Self::DiagnosesIcd => "DIAGNOSES_ICD.csv",
+            Self::ProceduresIcd => "PROCEDURES_ICD.csv",
             Self::Prescriptions => "PRESCRIPTIONS.csv",
             Self::ChartEventsVitals => "CHARTEVENTS_VITALS.csv.gz",
         }
@@ -119,6 +146,7 @@ impl MimicFile {
                 "CURR_WARDID",
                 "INTIME",
             ],
+            Self::DiagnosesIcd | Self::ProceduresIcd => &["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
             Self::Prescriptions => &[
                 "ROW_ID",
                 "SUBJECT_ID",
@@ -138,6 +166,12 @@ impl MimicFile {
         }
     }
 }
+
+/// The ICD-9-CM diagnosis dictionary, read for display names when present.
+pub const D_ICD_DIAGNOSES: &str = "D_ICD_DIAGNOSES.csv";
+/// The ICD-9-CM procedure dictionary, read for display names when present.
+pub const D_ICD_PROCEDURES: &str = "D_ICD_PROCEDURES.csv";
+const DICTIONARY_COLUMNS: &[&str] = &["ICD9_CODE", "LONG_TITLE"];
 
 /// Options of the mapping.
 #[derive(Debug, Clone, PartialEq)]
@@ -268,11 +302,15 @@ pub struct Summary {
     pub rows: BTreeMap<MimicFile, u64>,
     /// Events made per file.
     pub events: BTreeMap<MimicFile, u64>,
-    /// Rows deliberately not mapped: admit/discharge TRANSFERS rows, chart rows with
-    /// ERROR=1, an empty VALUENUM or an unmapped ITEMID.
+    /// Rows deliberately not mapped: admit/discharge TRANSFERS rows, DIAGNOSES_ICD and
+    /// PROCEDURES_ICD rows with an empty ICD9_CODE, chart rows with ERROR=1, an empty
+    /// VALUENUM or an unmapped ITEMID.
     pub skipped: BTreeMap<MimicFile, u64>,
     /// Patients whose shifted DOB fell before 1900 (birth date left out).
     pub birth_dates_omitted: u64,
+    /// The code dictionaries found (D_ICD_DIAGNOSES.csv, D_ICD_PROCEDURES.csv) with
+    /// their codes; none in the demo, whose displays stay empty.
+    pub dictionaries: BTreeMap<&'static str, u64>,
     /// Weeks each patient (SUBJECT_ID) was shifted back.
     pub shift_weeks: BTreeMap<String, i64>,
     /// Rows that could not be mapped, in file then line order.
@@ -339,8 +377,39 @@ impl Export {
         Ok(Table { columns, rows })
     }
 
-    /// Reads the five tables, computes each patient's week shift, then hands every
-    /// event to `sink` in [`MimicFile::ALL`] order. Row errors are collected in the
+    /// `file`'s ICD9_CODE -> LONG_TITLE, or nothing when the directory does not hold it.
+    /// Bad rows go to the summary's errors.
+    fn dictionary(&self, file: &'static str, summary: &mut Summary) -> Result<Names, MimicError> {
+        let mut names = HashMap::new();
+        if !self.dir.join(file).is_file() {
+            return Ok(names);
+        }
+        let (reader, columns) = table::open(&self.dir, file, DICTIONARY_COLUMNS)?;
+        for item in table::records(file, reader) {
+            let (line, record) = match item {
+                Ok(r) => r,
+                Err(e @ MimicError::Io { .. }) => return Err(e),
+                Err(e) => {
+                    summary.errors.push(e);
+                    continue;
+                }
+            };
+            let row = Row::new(&columns, &record, line);
+            match (row.req("ICD9_CODE"), row.opt("LONG_TITLE")) {
+                (Ok(code), Some(name)) => {
+                    names.insert(code.to_owned(), name.to_owned());
+                }
+                // A code without a name names nothing.
+                (Ok(_), None) => {}
+                (Err(e), _) => summary.errors.push(e),
+            }
+        }
+        summary.dictionaries.insert(file, names.len() as u64);
+        Ok(names)
+    }
+
+    /// Reads the seven tables (and the code dictionaries, if present), computes each
+    /// patient's week shift, then hands every event to `sink` in [`MimicFile::ALL`] order. Row errors are collected in the
     /// summary; a file that cannot be opened or lacks a required column stops the read.
     pub fn read_all(&self, mut sink: impl FnMut(ClinicalEvent)) -> Result<Summary, MimicError> {
         let mut summary = Summary::default();
@@ -352,16 +421,20 @@ impl Export {
             tables.push(t);
         }
         summary.errors.extend(csv_errors);
-        let [patients, admissions, transfers, prescriptions, vitals] = &tables[..] else {
-            unreachable!("five tables")
+        let [patients, admissions, transfers, diagnoses, procedures, prescriptions, vitals] = &tables[..] else {
+            unreachable!("seven tables")
         };
-        let (patients, admissions, transfers, prescriptions, vitals) = (
+        let (patients, admissions, transfers, diagnoses, procedures, prescriptions, vitals) = (
             rows(patients),
             rows(admissions),
             rows(transfers),
+            rows(diagnoses),
+            rows(procedures),
             rows(prescriptions),
             rows(vitals),
         );
+        let diagnosis_names = self.dictionary(D_ICD_DIAGNOSES, &mut summary)?;
+        let procedure_names = self.dictionary(D_ICD_PROCEDURES, &mut summary)?;
 
         // Pass 1: each patient's latest time, first admission, each admission's first transfer row.
         let mut latest: HashMap<String, OffsetDateTime> = HashMap::new();
@@ -393,6 +466,14 @@ impl Export {
             if let (Some(s), Ok(Some(t))) = (row.opt("SUBJECT_ID"), row.time("ADMITTIME")) {
                 let e = first_admit.entry(s).or_insert(t);
                 *e = (*e).min(t);
+            }
+        }
+        // Each admission's patient and raw DISCHTIME, which times the codes of its stay.
+        let mut stays: Stays<'_> = HashMap::new();
+        for row in &admissions {
+            if let (Some(h), Some(s), Ok(Some(t))) = (row.opt("HADM_ID"), row.opt("SUBJECT_ID"), row.time("DISCHTIME"))
+            {
+                stays.insert(h, (s, t));
             }
         }
         let mut first_transfer: HashMap<&str, Row<'_>> = HashMap::new();
@@ -428,6 +509,18 @@ impl Export {
                 continue;
             }
             emit(MimicFile::Transfers, &mut summary, transfer(&ctx, row).map(|e| vec![e]));
+        }
+        let coded: [(MimicFile, &[Row<'_>], &Names, CodedMap); 2] = [
+            (MimicFile::DiagnosesIcd, &diagnoses, &diagnosis_names, diagnosis),
+            (MimicFile::ProceduresIcd, &procedures, &procedure_names, procedure),
+        ];
+        for (file, rows, names, map) in coded {
+            for row in rows {
+                match map(&ctx, row, &stays, names) {
+                    Ok(None) => *summary.skipped.entry(file).or_default() += 1,
+                    r => emit(file, &mut summary, r.map(|e| e.into_iter().collect())),
+                }
+            }
         }
         for drug in drugs(&prescriptions, &self.options) {
             emit(MimicFile::Prescriptions, &mut summary, Ok(vec![drug]));
@@ -480,6 +573,123 @@ impl Export {
         });
         Ok(summary)
     }
+}
+
+/// HADM_ID -> (SUBJECT_ID, raw DISCHTIME) of each admission with a readable DISCHTIME.
+type Stays<'a> = HashMap<&'a str, (&'a str, OffsetDateTime)>;
+
+/// ICD9_CODE -> LONG_TITLE of a code dictionary.
+type Names = HashMap<String, String>;
+
+/// [`diagnosis`] or [`procedure`].
+type CodedMap = fn(&Ctx<'_>, &Row<'_>, &Stays<'_>, &Names) -> Result<Option<ClinicalEvent>, MimicError>;
+
+/// What DIAGNOSES_ICD and PROCEDURES_ICD rows share.
+struct Coded<'a> {
+    row_id: &'a str,
+    hadm: &'a str,
+    /// SEQ_NUM, 1 first.
+    seq: u32,
+    /// ICD9_CODE as written (no dot).
+    code: &'a str,
+    /// The stay's DISCHTIME, shifted.
+    at: OffsetDateTime,
+}
+
+/// A DIAGNOSES_ICD or PROCEDURES_ICD row; `None` when it has no code.
+fn coded<'a>(ctx: &Ctx<'_>, row: &Row<'a>, stays: &Stays<'_>) -> Result<Option<Coded<'a>>, MimicError> {
+    let Some(code) = row.opt("ICD9_CODE") else {
+        return Ok(None);
+    };
+    let row_id = row.req("ROW_ID")?;
+    let subject = row.req("SUBJECT_ID")?;
+    let hadm = row.req("HADM_ID")?;
+    let seq = row.parse(
+        "SEQ_NUM",
+        |v| v.parse::<u32>().ok().filter(|n| *n >= 1),
+        "is not a position (1 first)",
+    )?;
+    let admissions = MimicFile::Admissions.file_name();
+    let (owner, discharged) = stays.get(hadm).ok_or_else(|| {
+        row.bad(
+            "HADM_ID",
+            hadm,
+            format!("is not an admission of {admissions} with a DISCHTIME"),
+        )
+    })?;
+    if *owner != subject {
+        return Err(row.bad(
+            "HADM_ID",
+            hadm,
+            format!("is an admission of SUBJECT_ID {owner} in {admissions}"),
+        ));
+    }
+    Ok(Some(Coded {
+        row_id,
+        hadm,
+        seq,
+        code,
+        at: ctx.shifted(row, *discharged)?,
+    }))
+}
+
+/// DIAGNOSES_ICD row -> `Diagnosis` at the stay's DISCHTIME; `None` without a code.
+fn diagnosis(
+    ctx: &Ctx<'_>,
+    row: &Row<'_>,
+    stays: &Stays<'_>,
+    names: &Names,
+) -> Result<Option<ClinicalEvent>, MimicError> {
+    let Some(c) = coded(ctx, row, stays)? else {
+        return Ok(None);
+    };
+    let role = if c.seq == 1 {
+        DiagnosisRole::Principal
+    } else {
+        DiagnosisRole::Secondary
+    };
+    ctx.event(
+        format!("mimic/diagnoses_icd/{}", c.row_id),
+        row,
+        c.at,
+        Payload::Diagnosis(pb::Diagnosis {
+            encounter_id: c.hadm.to_owned(),
+            code: c.code.to_owned(),
+            code_system: CodeSystem::Icd9Cm as i32,
+            display: names.get(c.code).cloned().unwrap_or_default(),
+            role: role as i32,
+            rank: c.seq,
+            ..Default::default()
+        }),
+    )
+    .map(Some)
+}
+
+/// PROCEDURES_ICD row -> `ProcedurePerformed` at the stay's DISCHTIME; `None` without a
+/// code.
+fn procedure(
+    ctx: &Ctx<'_>,
+    row: &Row<'_>,
+    stays: &Stays<'_>,
+    names: &Names,
+) -> Result<Option<ClinicalEvent>, MimicError> {
+    let Some(c) = coded(ctx, row, stays)? else {
+        return Ok(None);
+    };
+    ctx.event(
+        format!("mimic/procedures_icd/{}", c.row_id),
+        row,
+        c.at,
+        Payload::Procedure(pb::ProcedurePerformed {
+            encounter_id: c.hadm.to_owned(),
+            code: c.code.to_owned(),
+            code_system: CodeSystem::Icd9Cm as i32,
+            display: names.get(c.code).cloned().unwrap_or_default(),
+            rank: c.seq,
+            ..Default::default()
+        }),
+    )
+    .map(Some)
 }
 
 /// A vital-sign set being built: its first row (for the envelope), raw time, values.

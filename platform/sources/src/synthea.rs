@@ -1,10 +1,10 @@
 //! Synthea CSV export -> canonical `ClinicalEvent`s: patients, payers, encounters,
-//! observations, medications and charge lines.
+//! conditions, procedures, observations, medications and charge lines.
 //!
 //! Owns which Synthea column feeds which event field, and a small streaming reader over
 //! an export directory ([`Export`], [`Events`]). The mapping functions ([`patient`],
-//! [`payer`], [`encounter`], [`observation`], [`vital_set`], [`medication`], [`charge`])
-//! are pure; the reader is the only part that touches files. Validation (ranges, future
+//! [`payer`], [`encounter`], [`condition`], [`procedure`], [`observation`],
+//! [`vital_set`], [`medication`], [`charge`]) are pure; the reader is the only part that touches files. Validation (ranges, future
 //! dates, required event fields) stays at the platform's ingest door, as for every
 //! source. Header and row reading are [`crate::table`]'s.
 //!
@@ -19,7 +19,8 @@
 //! - `event_id` = `<file stem>/<Id>` (`patients/<Id>`, `payers/<Id>`), with a suffix
 //!   where one row gives several events (`encounters/<Id>/admission`, `/discharge`).
 //!   Files without an `Id` column use a row key: medications
-//!   `medications/<PATIENT>/<ENCOUNTER>/<CODE>/<START>`, observations
+//!   `medications/<PATIENT>/<ENCOUNTER>/<CODE>/<START>`, conditions and procedures
+//!   `conditions/...` and `procedures/...` with the same key, observations
 //!   `observations/<PATIENT>/<ENCOUNTER>/<DATE>/<CODE>` and
 //!   `observations/<PATIENT>/<ENCOUNTER>/<DATE>/vital-signs`; charge lines
 //!   `claims_transactions/<ID>`. A key seen again in the
@@ -37,6 +38,27 @@
 //!   row, not a guess. `REASONCODE` (SNOMED CT in Synthea, not ICD-10) becomes the
 //!   admitting diagnosis; `ORGANIZATION` the department code; `PROVIDER` the attending.
 //!   A `Discharge` (disposition unspecified) follows at `STOP` when there is one.
+//! - Conditions -> `Diagnosis` at `START` (the onset; a plain date, so 00:00 UTC): code
+//!   `CODE` in SNOMED CT, display `DESCRIPTION`, `encounter_id` `ENCOUNTER`. `STOP` set:
+//!   `abated_at` = `STOP` and clinical status resolved; else active. No `recorded_at`
+//!   (the export has no recorded date) and no rank. Role: unspecified, as
+//!   [`crate::fhir`] maps Synthea's FHIR Conditions (an encounter, no category), so one
+//!   Synthea condition is one warehouse row whichever export it came from. Synthea
+//!   states no role: `ENCOUNTER` is where the condition was first recorded, and a
+//!   chronic condition or a social finding ("Full-time employment") recorded there
+//!   stays open for years, more a problem-list entry than that encounter's diagnosis.
+//!   A condition without `ENCOUNTER` is a problem-list entry (as in FHIR), the only
+//!   role that needs no encounter.
+//! - Procedures -> `ProcedurePerformed` at `START`, `ended_at` = `STOP`, code `CODE` in
+//!   SNOMED CT, display `DESCRIPTION`, `encounter_id` `ENCOUNTER`, unranked, no
+//!   performer (procedures.csv has no provider). Synthea v3 layout: v2's `DATE` column
+//!   is refused as a missing `START`.
+//! - Codes are sent as the export labels them (SNOMED CT; Synthea v3.0 has no `SYSTEM`
+//!   column, and a later export's is ignored like any extra column). Whether a code has
+//!   a SNOMED CT concept id's shape is the ingest door's check, not this module's: a
+//!   Synthea module that writes a LOINC code as SNOMED CT (one does, in the FHIR
+//!   export) is rejected there by event and field, the same way from CSV as from FHIR,
+//!   rather than dropped here into a skip count.
 //! - Observations: numeric rows with a vital-sign LOINC ([`VITAL_SIGN_CODES`]) are
 //!   grouped by (`PATIENT`, `ENCOUNTER`, `DATE`) into one `VitalSigns` set; other
 //!   numeric rows and text rows become `LabResult`s. Rows whose code is not a LOINC code
@@ -67,7 +89,7 @@ use std::path::{Path, PathBuf};
 
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, reference_data::Item, AdministrativeSex, AdmissionType, ClinicalEvent,
-    DischargeDisposition, EncounterClass,
+    CodeSystem, ConditionStatus, DiagnosisRole, DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 use time::format_description::well_known::Rfc3339;
@@ -89,16 +111,20 @@ pub enum SyntheaFile {
     Payers,
     Patients,
     Encounters,
+    Conditions,
+    Procedures,
     Observations,
     Medications,
     ClaimsTransactions,
 }
 
 impl SyntheaFile {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Payers,
         Self::Patients,
         Self::Encounters,
+        Self::Conditions,
+        Self::Procedures,
         Self::Observations,
         Self::Medications,
         Self::ClaimsTransactions,
@@ -110,6 +136,8 @@ impl SyntheaFile {
             Self::Payers => "payers.csv",
             Self::Patients => "patients.csv",
             Self::Encounters => "encounters.csv",
+            Self::Conditions => "conditions.csv",
+            Self::Procedures => "procedures.csv",
             Self::Observations => "observations.csv",
             Self::Medications => "medications.csv",
             Self::ClaimsTransactions => "claims_transactions.csv",
@@ -137,6 +165,7 @@ impl SyntheaFile {
                 "ENCOUNTERCLASS",
                 "REASONCODE",
             ],
+            Self::Conditions | Self::Procedures => &["START", "STOP", "PATIENT", "ENCOUNTER", "CODE", "DESCRIPTION"],
             Self::Observations => &[
                 "DATE",
                 "PATIENT",
@@ -368,6 +397,68 @@ pub fn encounter(row: &Row<'_>, opts: &Options) -> Result<Vec<ClinicalEvent>, Sy
         ));
     }
     Ok(out)
+}
+
+/// conditions.csv row -> `Diagnosis` at `START` (see the module doc for the role and
+/// status).
+pub fn condition(row: &Row<'_>, opts: &Options) -> Result<ClinicalEvent, SyntheaError> {
+    let patient = row.req("PATIENT")?;
+    let start_raw = row.req("START")?;
+    let start = row.req_time("START")?;
+    let stop = row.time("STOP")?;
+    let encounter = row.opt("ENCOUNTER").unwrap_or_default();
+    let code = row.req("CODE")?;
+    let role = if encounter.is_empty() {
+        DiagnosisRole::ProblemList
+    } else {
+        DiagnosisRole::Unspecified
+    };
+    let clinical_status = if stop.is_some() {
+        ConditionStatus::Resolved
+    } else {
+        ConditionStatus::Active
+    };
+    Ok(event(
+        format!("conditions/{patient}/{encounter}/{code}/{start_raw}"),
+        Some(patient),
+        start,
+        Payload::Diagnosis(pb::Diagnosis {
+            encounter_id: encounter.to_owned(),
+            code: code.to_owned(),
+            code_system: CodeSystem::SnomedCt as i32,
+            display: row.opt("DESCRIPTION").unwrap_or_default().to_owned(),
+            role: role as i32,
+            rank: 0,
+            clinical_status: clinical_status as i32,
+            abated_at: stop,
+            recorded_at: None,
+        }),
+        opts,
+    ))
+}
+
+/// procedures.csv row -> `ProcedurePerformed` at `START` (`STOP` -> `ended_at`).
+pub fn procedure(row: &Row<'_>, opts: &Options) -> Result<ClinicalEvent, SyntheaError> {
+    let patient = row.req("PATIENT")?;
+    let start_raw = row.req("START")?;
+    let start = row.req_time("START")?;
+    let encounter = row.opt("ENCOUNTER").unwrap_or_default();
+    let code = row.req("CODE")?;
+    Ok(event(
+        format!("procedures/{patient}/{encounter}/{code}/{start_raw}"),
+        Some(patient),
+        start,
+        Payload::Procedure(pb::ProcedurePerformed {
+            encounter_id: encounter.to_owned(),
+            code: code.to_owned(),
+            code_system: CodeSystem::SnomedCt as i32,
+            display: row.opt("DESCRIPTION").unwrap_or_default().to_owned(),
+            ended_at: row.time("STOP")?,
+            rank: 0,
+            performer: String::new(),
+        }),
+        opts,
+    ))
 }
 
 /// medications.csv row -> `MedicationOrder` at `START`.
@@ -787,6 +878,14 @@ impl<R: Read> Events<R> {
                     self.push(e);
                 }
             }
+            SyntheaFile::Conditions => {
+                let e = condition(&row, opts)?;
+                self.push(e);
+            }
+            SyntheaFile::Procedures => {
+                let e = procedure(&row, opts)?;
+                self.push(e);
+            }
             SyntheaFile::Medications => {
                 let e = medication(&row, opts)?;
                 self.push(e);
@@ -914,6 +1013,94 @@ mod tests {
         };
         let codes: Vec<_> = v.observations.iter().map(|o| o.loinc_code.as_str()).collect();
         assert_eq!(codes, ["8480-6", "8462-4"]);
+    }
+
+    #[test]
+    fn conditions_and_procedures() {
+        let text = "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION\n\
+            2023-01-27,2023-02-09,P,E1,195662009,Acute viral pharyngitis (disorder)\n\
+            2011-08-09,,P,E2,232353008,Perennial allergic rhinitis\n\
+            2011-08-09,,P,,232353008,Perennial allergic rhinitis\n";
+        let dx: Vec<_> = events(SyntheaFile::Conditions, text)
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                let Some(Payload::Diagnosis(d)) = e.payload else {
+                    panic!("{e:?}")
+                };
+                (e.event_id, e.occurred_at.unwrap().seconds, d)
+            })
+            .collect();
+        assert_eq!(dx[0].0, "conditions/P/E1/195662009/2023-01-27");
+        assert_eq!(dx[0].1, 1_674_777_600, "the onset date at 00:00 UTC");
+        let d = &dx[0].2;
+        assert_eq!(
+            (
+                d.code.as_str(),
+                d.code_system,
+                d.display.as_str(),
+                d.encounter_id.as_str()
+            ),
+            (
+                "195662009",
+                CodeSystem::SnomedCt as i32,
+                "Acute viral pharyngitis (disorder)",
+                "E1"
+            )
+        );
+        assert_eq!(
+            (d.role, d.rank, d.clinical_status, d.recorded_at),
+            (
+                DiagnosisRole::Unspecified as i32,
+                0,
+                ConditionStatus::Resolved as i32,
+                None
+            )
+        );
+        assert_eq!(d.abated_at.unwrap().seconds, 1_675_900_800);
+        let open = &dx[1].2;
+        assert_eq!(
+            (open.clinical_status, open.abated_at),
+            (ConditionStatus::Active as i32, None)
+        );
+        assert_eq!(dx[2].2.role, DiagnosisRole::ProblemList as i32, "no encounter");
+
+        let text = "START,STOP,PATIENT,ENCOUNTER,CODE,DESCRIPTION,BASE_COST,REASONCODE,REASONDESCRIPTION\n\
+            2023-10-10T04:17:47Z,2023-10-10T04:32:47Z,P,E,430193006,Medication Reconciliation (procedure),735.40,,\n\
+            2023-10-10T04:17:47Z,2023-10-10T04:32:47Z,P,E,430193006,Medication Reconciliation (procedure),735.40,,\n\
+            2023-10-10T04:17:47Z,yesterday,P,E,430193006,Medication Reconciliation (procedure),735.40,,\n";
+        let px = events(SyntheaFile::Procedures, text);
+        let e = px[0].as_ref().unwrap();
+        let Some(Payload::Procedure(p)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        assert_eq!(e.event_id, "procedures/P/E/430193006/2023-10-10T04:17:47Z");
+        assert_eq!(
+            (
+                p.code.as_str(),
+                p.code_system,
+                p.display.as_str(),
+                p.encounter_id.as_str(),
+                p.rank
+            ),
+            (
+                "430193006",
+                CodeSystem::SnomedCt as i32,
+                "Medication Reconciliation (procedure)",
+                "E",
+                0
+            )
+        );
+        assert_eq!(p.ended_at.unwrap().seconds - e.occurred_at.unwrap().seconds, 15 * 60);
+        assert_eq!(
+            px[1].as_ref().unwrap().event_id,
+            "procedures/P/E/430193006/2023-10-10T04:17:47Z#2"
+        );
+        let err = px[2].as_ref().unwrap_err();
+        assert_eq!(
+            (err.file(), err.line(), err.column()),
+            ("procedures.csv", Some(4), Some("STOP"))
+        );
     }
 
     #[test]

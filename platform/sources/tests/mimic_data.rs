@@ -1,13 +1,14 @@
 //! MIMIC-III demo -> ClinicalEvent mapping over the real tables (shared/data/mimic3_demo):
-//! event counts against counts taken here with the csv crate, the date shift, and the
-//! ICU stays against the mapped admissions and transfers.
+//! event counts against counts taken here with the csv crate, the date shift, the ICU
+//! stays against the mapped admissions and transfers, every coded diagnosis and
+//! procedure against its row, and the errors of broken copies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::clinical_event::Payload;
-use hospital_proto::events::{reference_data::Item, ClinicalEvent};
-use hospital_sources::mimic::{Export, MimicError, Options};
+use hospital_proto::events::{reference_data::Item, ClinicalEvent, CodeSystem, DiagnosisRole};
+use hospital_sources::mimic::{Export, MimicError, MimicFile, Options};
 use time::macros::format_description;
 use time::PrimitiveDateTime;
 
@@ -74,6 +75,8 @@ fn kind(e: &ClinicalEvent) -> &'static str {
         Payload::MedicationOrder(_) => "medication",
         Payload::VitalSigns(_) => "vitals",
         Payload::ReferenceData(_) => "drug",
+        Payload::Diagnosis(_) => "diagnosis",
+        Payload::Procedure(_) => "procedure",
         other => panic!("unexpected payload {other:?}"),
     }
 }
@@ -117,6 +120,19 @@ fn counts_match_the_files() {
     assert_eq!(by_kind["vitals"], sets.len());
     let codes: BTreeSet<String> = prescriptions.iter().filter_map(drug_code).map(|(_, c)| c).collect();
     assert_eq!(by_kind["drug"], codes.len());
+    // One event per coded row; the demo has no row without a code.
+    let coded = |file: &str| rows(&dir, file).iter().filter(|r| !r["ICD9_CODE"].is_empty()).count();
+    let (diagnoses, procedures) = (coded("DIAGNOSES_ICD.csv"), coded("PROCEDURES_ICD.csv"));
+    println!("MIMIC demo: {diagnoses} coded diagnoses, {procedures} coded procedures");
+    assert_eq!(
+        (diagnoses, procedures),
+        (
+            rows(&dir, "DIAGNOSES_ICD.csv").len(),
+            rows(&dir, "PROCEDURES_ICD.csv").len()
+        )
+    );
+    assert_eq!((diagnoses, procedures), (1761, 506));
+    assert_eq!((by_kind["diagnosis"], by_kind["procedure"]), (diagnoses, procedures));
     let ids: BTreeSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), events.len(), "event ids are unique");
 }
@@ -228,6 +244,228 @@ fn icu_stays_are_admissions_or_transfers_into_icu() {
     // All 136 match: 86 stays begin with the admission (its first TRANSFERS row is the
     // ICU), 50 begin with a transfer into the unit.
     assert_eq!((by_admission, by_transfer, unmatched), (86, 50, 0));
+}
+
+/// Every DIAGNOSES_ICD and PROCEDURES_ICD row against its event: the code as written
+/// (the door adds the dot), rank and role from SEQ_NUM, the admission, and the time:
+/// the admission's DISCHTIME shifted by the patient's weeks, i.e. the time of the
+/// mapped Discharge.
+#[test]
+fn coded_diagnoses_and_procedures_match_their_rows() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let by_id: HashMap<&str, &ClinicalEvent> = events.iter().map(|e| (e.event_id.as_str(), e)).collect();
+    let discharged: HashMap<String, i64> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::Discharge(d)) => Some((d.encounter_id.clone(), e.occurred_at.unwrap().seconds)),
+            _ => None,
+        })
+        .collect();
+    let raw_discharge: HashMap<String, i64> = rows(&dir, "ADMISSIONS.csv")
+        .iter()
+        .map(|r| (r["HADM_ID"].clone(), raw_seconds(&r["DISCHTIME"]).unwrap()))
+        .collect();
+
+    let mut first_letters = BTreeMap::<char, usize>::new();
+    let mut principal = 0;
+    for r in rows(&dir, "DIAGNOSES_ICD.csv") {
+        let e = by_id[format!("mimic/diagnoses_icd/{}", r["ROW_ID"]).as_str()];
+        assert_eq!(e.patient.as_ref().unwrap().mrn, r["SUBJECT_ID"]);
+        let at = e.occurred_at.unwrap().seconds;
+        assert_eq!(at, discharged[&r["HADM_ID"]], "{}", e.event_id);
+        assert_eq!((raw_discharge[&r["HADM_ID"]] - at) % WEEK, 0);
+        let Some(Payload::Diagnosis(d)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        let seq: u32 = r["SEQ_NUM"].parse().unwrap();
+        let role = if seq == 1 {
+            principal += 1;
+            DiagnosisRole::Principal
+        } else {
+            DiagnosisRole::Secondary
+        };
+        assert_eq!(
+            (d.code.as_str(), d.code_system, d.encounter_id.as_str(), d.rank, d.role),
+            (
+                r["ICD9_CODE"].as_str(),
+                CodeSystem::Icd9Cm as i32,
+                r["HADM_ID"].as_str(),
+                seq,
+                role as i32
+            )
+        );
+        assert_eq!(
+            (d.display.as_str(), d.clinical_status, d.abated_at, d.recorded_at),
+            ("", 0, None, None),
+            "no dictionary in the demo, no status, no times but the discharge"
+        );
+        let first = r["ICD9_CODE"].chars().next().unwrap();
+        *first_letters
+            .entry(if first.is_ascii_digit() { '0' } else { first })
+            .or_default() += 1;
+    }
+    println!("DIAGNOSES_ICD: {principal} principal; codes by first character (0 = digit): {first_letters:?}");
+    // One principal diagnosis per admission; V (supplementary) and E (external cause)
+    // codes are mapped like the rest.
+    assert_eq!(principal, 129);
+    assert_eq!((first_letters[&'V'], first_letters[&'E']), (153, 47));
+
+    let mut stays = BTreeSet::new();
+    for r in rows(&dir, "PROCEDURES_ICD.csv") {
+        let e = by_id[format!("mimic/procedures_icd/{}", r["ROW_ID"]).as_str()];
+        assert_eq!(e.patient.as_ref().unwrap().mrn, r["SUBJECT_ID"]);
+        assert_eq!(e.occurred_at.unwrap().seconds, discharged[&r["HADM_ID"]]);
+        let Some(Payload::Procedure(p)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (p.code.as_str(), p.code_system, p.encounter_id.as_str(), p.rank),
+            (
+                r["ICD9_CODE"].as_str(),
+                CodeSystem::Icd9Cm as i32,
+                r["HADM_ID"].as_str(),
+                r["SEQ_NUM"].parse().unwrap()
+            )
+        );
+        assert_eq!((p.display.as_str(), p.ended_at, p.performer.as_str()), ("", None, ""));
+        stays.insert(r["HADM_ID"].clone());
+    }
+    assert_eq!(stays.len(), 113, "113 of the 129 admissions have coded procedures");
+}
+
+/// The demo's tables copied into a fresh directory, `file` edited line by line.
+fn broken_copy(file: &str, edit: impl Fn(usize, &str) -> String) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in MimicFile::ALL {
+        std::fs::copy(export_dir().join(f.file_name()), tmp.path().join(f.file_name())).unwrap();
+    }
+    let text = std::fs::read_to_string(export_dir().join(file)).unwrap();
+    let out: Vec<String> = text.lines().enumerate().map(|(i, l)| edit(i + 1, l)).collect();
+    std::fs::write(tmp.path().join(file), out.join("\n") + "\n").unwrap();
+    tmp
+}
+
+#[test]
+fn a_row_without_a_code_is_skipped_and_bad_rows_name_line_and_column() {
+    // DIAGNOSES_ICD.csv: ROW_ID,SUBJECT_ID,HADM_ID,SEQ_NUM,ICD9_CODE.
+    let tmp = broken_copy("DIAGNOSES_ICD.csv", |n, l| {
+        let mut f: Vec<String> = l.split(',').map(str::to_owned).collect();
+        match n {
+            // No code (MIMIC allows a null ICD9_CODE and SEQ_NUM): skipped.
+            5 => {
+                f[3].clear();
+                f[4].clear();
+            }
+            10 => f[3] = "x".to_owned(),
+            11 => f[3].clear(),
+            12 => f[2] = "999999".to_owned(),
+            // 10006's admission given to patient 10011.
+            13 => f[1] = "10011".to_owned(),
+            _ => {}
+        }
+        f.join(",")
+    });
+    let mut events = Vec::new();
+    let summary = Export::new(tmp.path(), Options::default())
+        .read_all(|e| events.push(e))
+        .unwrap();
+    let errors: Vec<_> = summary
+        .errors
+        .iter()
+        .map(|e| (e.file(), e.line(), e.column()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("DIAGNOSES_ICD.csv", Some(10), Some("SEQ_NUM")),
+            ("DIAGNOSES_ICD.csv", Some(11), Some("SEQ_NUM")),
+            ("DIAGNOSES_ICD.csv", Some(12), Some("HADM_ID")),
+            ("DIAGNOSES_ICD.csv", Some(13), Some("HADM_ID")),
+        ]
+    );
+    let messages: Vec<String> = summary.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        messages,
+        [
+            "DIAGNOSES_ICD.csv line 10, column SEQ_NUM: \"x\" is not a position (1 first)",
+            "DIAGNOSES_ICD.csv line 11, column SEQ_NUM: required value is empty",
+            "DIAGNOSES_ICD.csv line 12, column HADM_ID: \"999999\" is not an admission of ADMISSIONS.csv with a DISCHTIME",
+            "DIAGNOSES_ICD.csv line 13, column HADM_ID: \"142345\" is an admission of SUBJECT_ID 10006 in ADMISSIONS.csv",
+        ]
+    );
+    assert_eq!(summary.skipped.get(&MimicFile::DiagnosesIcd), Some(&1));
+    let rows = rows(&export_dir(), "DIAGNOSES_ICD.csv").len() as u64;
+    assert_eq!(summary.rows[&MimicFile::DiagnosesIcd], rows);
+    assert_eq!(summary.events[&MimicFile::DiagnosesIcd], rows - 5);
+    assert!(!events.iter().any(|e| e.event_id == "mimic/diagnoses_icd/112347"));
+}
+
+#[test]
+fn code_dictionaries_name_the_codes_when_present() {
+    let tmp = broken_copy("PATIENTS.csv", |_, l| l.to_owned());
+    std::fs::write(
+        tmp.path().join("D_ICD_DIAGNOSES.csv"),
+        "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n\
+         1,99591,Sepsis,Sepsis\n\
+         2,V1582,Hx of tobacco use,Personal history of tobacco use\n\
+         3,,x,y\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("D_ICD_PROCEDURES.csv"),
+        "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n1,9671,Cont inv mec ven <96 hrs,Continuous invasive mechanical ventilation for less than 96 consecutive hours\n",
+    )
+    .unwrap();
+    let mut events = Vec::new();
+    let summary = Export::new(tmp.path(), Options::default())
+        .read_all(|e| events.push(e))
+        .unwrap();
+    let errors: Vec<_> = summary
+        .errors
+        .iter()
+        .map(|e| (e.file(), e.line(), e.column()))
+        .collect();
+    assert_eq!(errors, [("D_ICD_DIAGNOSES.csv", Some(4), Some("ICD9_CODE"))]);
+    assert_eq!(
+        summary.dictionaries,
+        BTreeMap::from([("D_ICD_DIAGNOSES.csv", 2), ("D_ICD_PROCEDURES.csv", 1)])
+    );
+    let mut named = BTreeMap::<(&str, &str), usize>::new();
+    for e in &events {
+        let (code, display) = match &e.payload {
+            Some(Payload::Diagnosis(d)) => (d.code.as_str(), d.display.as_str()),
+            Some(Payload::Procedure(p)) => (p.code.as_str(), p.display.as_str()),
+            _ => continue,
+        };
+        if !display.is_empty() {
+            *named.entry((code, display)).or_default() += 1;
+        }
+    }
+    let n = |file: &str, code: &str| {
+        rows(&export_dir(), file)
+            .iter()
+            .filter(|r| r["ICD9_CODE"] == code)
+            .count()
+    };
+    assert_eq!(
+        named,
+        BTreeMap::from([
+            (("99591", "Sepsis"), n("DIAGNOSES_ICD.csv", "99591")),
+            (
+                ("V1582", "Personal history of tobacco use"),
+                n("DIAGNOSES_ICD.csv", "V1582")
+            ),
+            (
+                (
+                    "9671",
+                    "Continuous invasive mechanical ventilation for less than 96 consecutive hours"
+                ),
+                n("PROCEDURES_ICD.csv", "9671")
+            ),
+        ])
+    );
+    assert!(named.values().all(|n| *n > 0));
 }
 
 #[test]

@@ -1,12 +1,15 @@
 //! Synthea CSV -> ClinicalEvent mapping over the real export (shared/data/synthea_csv):
 //! event counts against row counts taken here with the csv crate, spot checks of mapped
-//! values against the files, and the errors of broken copies.
+//! values against the files (every condition and procedure row), and the errors of
+//! broken copies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::clinical_event::Payload;
-use hospital_proto::events::{AdministrativeSex, ClinicalEvent, EncounterClass};
+use hospital_proto::events::{
+    AdministrativeSex, ClinicalEvent, CodeSystem, ConditionStatus, DiagnosisRole, EncounterClass,
+};
 use hospital_sources::synthea::{ClaimPayers, Events, Export, Options, SyntheaError, SyntheaFile};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -64,6 +67,8 @@ fn kind(e: &ClinicalEvent) -> &'static str {
         Payload::LabResult(_) => "lab",
         Payload::MedicationOrder(_) => "medication",
         Payload::ChargeLine(_) => "charge",
+        Payload::Diagnosis(_) => "diagnosis",
+        Payload::Procedure(_) => "procedure",
         other => panic!("unexpected payload {other:?}"),
     }
 }
@@ -89,6 +94,8 @@ fn counts_match_the_files() {
     let encounters = rows(&dir, "encounters.csv");
     let with_stop = encounters.iter().filter(|r| !r["STOP"].is_empty()).count();
     let medications = rows(&dir, "medications.csv");
+    let conditions = rows(&dir, "conditions.csv");
+    let procedures = rows(&dir, "procedures.csv");
     let charges = rows(&dir, "claims_transactions.csv")
         .iter()
         .filter(|r| r["TYPE"] == "CHARGE")
@@ -118,7 +125,10 @@ fn counts_match_the_files() {
         ("lab", labs),
         ("medication", medications.len()),
         ("charge", charges),
+        ("diagnosis", conditions.len()),
+        ("procedure", procedures.len()),
     ]);
+    println!("Synthea CSV events by kind: {by_kind:?}");
     assert_eq!(by_kind, expected);
     // The snapshot as described in its SOURCE.md (990 observation rows, 75 of them
     // QALY/DALY/QOLS without a LOINC code).
@@ -133,6 +143,8 @@ fn counts_match_the_files() {
             ("lab", 727),
             ("medication", 663),
             ("charge", 1545),
+            ("diagnosis", 438),
+            ("procedure", 249),
         ])
     );
 
@@ -155,6 +167,22 @@ fn summary_counts_rows_and_skips() {
         .count();
     assert_eq!(obs.skipped, no_loinc as u64);
     assert_eq!(summary.files[&SyntheaFile::Patients].skipped, 0);
+    // Every condition and procedure row maps: none is skipped.
+    for (file, name) in [
+        (SyntheaFile::Conditions, "conditions.csv"),
+        (SyntheaFile::Procedures, "procedures.csv"),
+    ] {
+        let n = rows(&dir, name).len() as u64;
+        assert_eq!(
+            (
+                summary.files[&file].rows,
+                summary.files[&file].events,
+                summary.files[&file].skipped
+            ),
+            (n, n, 0),
+            "{name}"
+        );
+    }
     // Payments and transfers between payers move money already charged.
     let transactions = rows(&dir, "claims_transactions.csv");
     let tx = summary.files[&SyntheaFile::ClaimsTransactions];
@@ -379,6 +407,105 @@ fn spot_checks_against_the_files() {
     assert_eq!(o.ends_at.unwrap().seconds, seconds(&m["STOP"]));
 }
 
+/// Every row of conditions.csv and procedures.csv against its event: key, times, code,
+/// display, encounter, status.
+#[test]
+fn conditions_and_procedures_match_the_files() {
+    let dir = export_dir();
+    let events = read_all(&dir);
+    let by_id: HashMap<_, _> = events.iter().map(|e| (e.event_id.as_str(), e)).collect();
+    // Plain dates (conditions) are 00:00 UTC.
+    let at = |v: &str| {
+        if v.len() == 10 {
+            seconds(&format!("{v}T00:00:00Z"))
+        } else {
+            seconds(v)
+        }
+    };
+    // The ingest door takes a SNOMED CT code of 6-18 digits without a leading zero:
+    // every code of this export has that shape, so none is refused (the platform's
+    // tests/load.rs checks the same end to end).
+    let snomed_shaped =
+        |c: &str| (6..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit()) && !c.starts_with('0');
+
+    let (mut resolved, mut active) = (0, 0);
+    for r in rows(&dir, "conditions.csv") {
+        let id = format!(
+            "conditions/{}/{}/{}/{}",
+            r["PATIENT"], r["ENCOUNTER"], r["CODE"], r["START"]
+        );
+        let e = by_id[id.as_str()];
+        assert_eq!(e.patient.as_ref().unwrap().mrn, r["PATIENT"]);
+        assert_eq!(e.occurred_at.unwrap().seconds, at(&r["START"]), "{id}");
+        let Some(Payload::Diagnosis(d)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        assert!(snomed_shaped(&r["CODE"]), "{}", r["CODE"]);
+        assert_eq!(
+            (
+                d.code.as_str(),
+                d.code_system,
+                d.display.as_str(),
+                d.encounter_id.as_str()
+            ),
+            (
+                r["CODE"].as_str(),
+                CodeSystem::SnomedCt as i32,
+                r["DESCRIPTION"].as_str(),
+                r["ENCOUNTER"].as_str()
+            )
+        );
+        // Every row has an encounter: no role, as FHIR gives Synthea's Conditions.
+        assert_eq!(
+            (d.role, d.rank, d.recorded_at),
+            (DiagnosisRole::Unspecified as i32, 0, None)
+        );
+        if r["STOP"].is_empty() {
+            active += 1;
+            assert_eq!((d.clinical_status, d.abated_at), (ConditionStatus::Active as i32, None));
+        } else {
+            resolved += 1;
+            assert_eq!(d.clinical_status, ConditionStatus::Resolved as i32);
+            assert_eq!(d.abated_at.unwrap().seconds, at(&r["STOP"]));
+        }
+    }
+    println!("conditions.csv: {resolved} resolved, {active} active");
+    assert_eq!((resolved, active), (298, 140));
+
+    let mut n = 0;
+    for r in rows(&dir, "procedures.csv") {
+        let id = format!(
+            "procedures/{}/{}/{}/{}",
+            r["PATIENT"], r["ENCOUNTER"], r["CODE"], r["START"]
+        );
+        let e = by_id[id.as_str()];
+        assert_eq!(e.patient.as_ref().unwrap().mrn, r["PATIENT"]);
+        assert_eq!(e.occurred_at.unwrap().seconds, at(&r["START"]), "{id}");
+        let Some(Payload::Procedure(p)) = &e.payload else {
+            panic!("{e:?}")
+        };
+        assert!(snomed_shaped(&r["CODE"]), "{}", r["CODE"]);
+        assert_eq!(
+            (
+                p.code.as_str(),
+                p.code_system,
+                p.display.as_str(),
+                p.encounter_id.as_str()
+            ),
+            (
+                r["CODE"].as_str(),
+                CodeSystem::SnomedCt as i32,
+                r["DESCRIPTION"].as_str(),
+                r["ENCOUNTER"].as_str()
+            )
+        );
+        assert_eq!(p.ended_at.unwrap().seconds, at(&r["STOP"]));
+        assert_eq!((p.rank, p.performer.as_str()), (0, ""));
+        n += 1;
+    }
+    assert_eq!(n, 249);
+}
+
 /// Writes `file` of the real export into a fresh directory after `edit` (line by line).
 fn broken_copy(file: &str, edit: impl Fn(usize, &str) -> String) -> tempfile::TempDir {
     let tmp = tempfile::TempDir::new().unwrap();
@@ -443,6 +570,61 @@ fn a_bad_date_names_line_and_column_and_the_rest_map() {
         .filter(|i| matches!(i, Ok(e) if matches!(e.payload, Some(Payload::Admission(_)))))
         .count();
     assert_eq!(admissions, encounters.len() - 1);
+}
+
+#[test]
+fn a_bad_condition_row_names_line_and_column_and_the_rest_map() {
+    // Line 10 loses its PATIENT (3rd column), line 20 gets an impossible STOP.
+    let tmp = broken_copy("conditions.csv", |n, l| {
+        let mut fields: Vec<String> = l.split(',').map(str::to_owned).collect();
+        match n {
+            10 => fields[2].clear(),
+            20 => fields[1] = "2023-02-30".to_owned(),
+            _ => {}
+        }
+        fields.join(",")
+    });
+    let items: Vec<_> = Export::new(tmp.path(), Options::default())
+        .events(SyntheaFile::Conditions)
+        .unwrap()
+        .collect();
+    let errors: Vec<_> = items
+        .iter()
+        .filter_map(|i| i.as_ref().err())
+        .map(|e| (e.file(), e.line(), e.column()))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            ("conditions.csv", Some(10), Some("PATIENT")),
+            ("conditions.csv", Some(20), Some("STOP"))
+        ]
+    );
+    let ok = items.iter().filter(|i| i.is_ok()).count();
+    assert_eq!(ok, rows(&export_dir(), "conditions.csv").len() - 2);
+}
+
+#[test]
+fn an_old_procedures_layout_with_date_is_refused() {
+    // Synthea v2 wrote DATE where v3 writes START and STOP.
+    let tmp = broken_copy("procedures.csv", |n, l| {
+        if n == 1 {
+            l.replacen("START,STOP,", "DATE,", 1)
+        } else {
+            l.split_once(',').unwrap().1.to_owned()
+        }
+    });
+    let err = Export::new(tmp.path(), Options::default())
+        .events(SyntheaFile::Procedures)
+        .err()
+        .expect("missing column is refused");
+    assert_eq!(
+        err,
+        SyntheaError::MissingColumn {
+            file: "procedures.csv",
+            column: "START"
+        }
+    );
 }
 
 #[test]
