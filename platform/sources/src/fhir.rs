@@ -30,6 +30,9 @@
 //!   HCPCS, SNOMED CT or ICD-9-CM; occurred_at = `performedDateTime` or
 //!   `performedPeriod.start`, ended_at = `performedPeriod.end`. Procedures not done, in
 //!   preparation or entered in error are skipped.
+//! - MedicationDispense: at `whenHandedOver` (else `whenPrepared`), against its first
+//!   `authorizingPrescription`; cancelled, declined, stopped, in-preparation and
+//!   entered-in-error dispenses are skipped.
 //! - Resources the platform does not take (Practitioner, unknown types, other
 //!   Observation categories) are skipped and counted with a reason; a resource that
 //!   cannot be mapped is a [`FhirError`] naming it, and the rest still map.
@@ -559,6 +562,7 @@ impl<'a> Ctx<'a> {
             "Observation" => self.observation(i, r),
             "MedicationRequest" => self.medication_request(r),
             "MedicationAdministration" => self.medication_administration(r),
+            "MedicationDispense" => self.medication_dispense(r),
             "Claim" | "ExplanationOfBenefit" => self.claim(r, ty),
             "Organization" => self.organization(i, r),
             "Coverage" => self.coverage(r),
@@ -871,6 +875,43 @@ impl<'a> Ctx<'a> {
             dose_value: dose.and_then(|q| q.get("value")).and_then(Value::as_f64).unwrap_or(0.0),
             dose_unit: dose.map(dose_unit).unwrap_or_default(),
             route: display(str_path(r, &["dosage", "route"]))
+                .unwrap_or_default()
+                .to_owned(),
+        });
+        Ok(Outcome::Events(vec![Event::new(payload, at, Some(patient))]))
+    }
+
+    /// MedicationDispense: handed over (`whenHandedOver`, else `whenPrepared`), against
+    /// its first `authorizingPrescription`; dose and route from the first
+    /// `dosageInstruction`. Dispenses not (yet) made are not events.
+    fn medication_dispense(&self, r: &Value) -> Res<Outcome> {
+        if let Some(status @ ("preparation" | "cancelled" | "declined" | "entered-in-error" | "stopped")) =
+            str_at(r, &["status"])
+        {
+            return Ok(Outcome::Skipped(format!("MedicationDispense status {status}")));
+        }
+        let patient = self.patient(r, "subject")?;
+        let at = match time_field(r, &["whenHandedOver"], "whenHandedOver")? {
+            Some(t) => t,
+            None => time_field(r, &["whenPrepared"], "whenPrepared")?.ok_or("whenHandedOver missing")?,
+        };
+        let (drug_code, _) = self.drug(r)?;
+        let instruction = array(r, "dosageInstruction").next();
+        let dose = instruction
+            .and_then(|d| array(d, "doseAndRate").next())
+            .and_then(|d| d.get("doseQuantity"));
+        let payload = Payload::MedicationDispense(pb::MedicationEvent {
+            order_id: array(r, "authorizingPrescription")
+                .next()
+                .and_then(|p| str_at(p, &["reference"]))
+                .map(ref_id)
+                .unwrap_or_default()
+                .to_owned(),
+            encounter_id: self.encounter_id(r.get("context")),
+            drug_code,
+            dose_value: dose.and_then(|q| q.get("value")).and_then(Value::as_f64).unwrap_or(0.0),
+            dose_unit: dose.map(dose_unit).unwrap_or_default(),
+            route: display(instruction.and_then(|d| d.get("route")))
                 .unwrap_or_default()
                 .to_owned(),
         });
@@ -1589,6 +1630,47 @@ mod tests {
             "MedicationRequest/bad: authoredOn missing"
         );
         assert_eq!(m.summary.of("Medication").skipped_total(), 1);
+    }
+
+    #[test]
+    fn dispenses_map_against_their_prescription_and_unmade_ones_are_skipped() {
+        let m = run(vec![
+            patient(),
+            json!({"resourceType": "MedicationDispense", "id": "md", "status": "completed",
+                   "subject": {"reference": "urn:uuid:p1"}, "context": {"reference": "Encounter/e5"},
+                   "authorizingPrescription": [{"reference": "MedicationRequest/mr"}],
+                   "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "562251"}]},
+                   "whenPrepared": "2024-01-01T05:00:00Z", "whenHandedOver": "2024-01-01T06:00:00Z",
+                   "dosageInstruction": [{"route": {"text": "oral"},
+                                          "doseAndRate": [{"doseQuantity": {"value": 375, "unit": "mg"}}]}]}),
+            json!({"resourceType": "MedicationDispense", "id": "no", "status": "cancelled",
+                   "subject": {"reference": "urn:uuid:p1"},
+                   "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "562251"}]}}),
+            json!({"resourceType": "MedicationDispense", "id": "undated", "status": "completed",
+                   "subject": {"reference": "urn:uuid:p1"},
+                   "medicationCodeableConcept": {"coding": [{"system": RXNORM, "code": "562251"}]}}),
+        ]);
+        let Some(Payload::MedicationDispense(d)) = &m.events[1].payload else {
+            panic!("{:?}", m.events)
+        };
+        assert_eq!(
+            (d.order_id.as_str(), d.encounter_id.as_str(), d.drug_code.as_str()),
+            ("mr", "e5", "562251")
+        );
+        assert_eq!(
+            (d.dose_value, d.dose_unit.as_str(), d.route.as_str()),
+            (375.0, "mg", "oral")
+        );
+        assert_eq!(m.events[1].occurred_at.as_ref().unwrap().seconds, 1_704_088_800);
+        assert_eq!(m.events.len(), 2);
+        assert_eq!(
+            m.summary.of("MedicationDispense").skipped["MedicationDispense status cancelled"],
+            1
+        );
+        assert_eq!(
+            m.summary.errors[0].to_string(),
+            "MedicationDispense/undated: whenHandedOver missing"
+        );
     }
 
     #[test]
