@@ -14,6 +14,7 @@
 //!   dates shifted back by whole weeks so that they lie in the past.
 
 pub mod fhir;
+pub mod fuzzing;
 pub mod hl7v2;
 pub mod mimic;
 pub mod reference;
