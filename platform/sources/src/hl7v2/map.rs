@@ -258,6 +258,24 @@ fn first_time(msg: &Message, paths: &[(&str, &'static str)]) -> Result<Option<Ti
     Ok(None)
 }
 
+/// The date-time in field `field` of `seg` (e.g. OBR-7), named `name` in errors; HL7's
+/// explicit empty `""` counts as absent. Reads the segment at hand (linear in the
+/// number of segments, unlike a `OBR(n)-7` path that searches from the top).
+fn segment_time(
+    msg: &Message,
+    seg: &Segment<'_>,
+    field: &str,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<Timestamp>, MapError> {
+    if seg.raw(field).is_some_and(|r| r.trim() == "\"\"") {
+        return Ok(None);
+    }
+    msg.segment_dtm(seg, field)
+        .map(|d| d.map(timestamp))
+        .map_err(|e| MapError::invalid(name, what, format!("is not a date/time: {e}")))
+}
+
 /// `OBX(3)-14` -> `OBX-14` for messages to a sender.
 fn field_name(path: &str) -> String {
     match (path.find('('), path.find(')')) {
@@ -276,16 +294,25 @@ fn patient(msg: &Message) -> Result<pb::PatientRef, MapError> {
     let pid = msg
         .segment("PID")
         .ok_or_else(|| MapError::missing("PID", "patient identification segment"))?;
+    // Each repetition is split once (a path per repetition would re-split the field from
+    // its start every time: quadratic in the number of repetitions).
+    let d = msg.delimiters();
+    let component = |rep: &str, n: usize| -> Option<String> {
+        let raw = rep.split(char::from(d.component)).nth(n - 1)?;
+        let raw = raw.split(char::from(d.subcomponent)).next()?;
+        clean(&d.unescape(raw))
+    };
     let reps: Vec<&str> = pid.repetitions(3).collect();
-    let chosen = (1..=reps.len())
-        .find(|&i| seg_value(&pid, &format!("3({i})-5")).is_some_and(|t| t.eq_ignore_ascii_case("MR")))
-        .or_else(|| (1..=reps.len()).find(|&i| seg_value(&pid, &format!("3({i})-1")).is_some()))
+    let chosen = reps
+        .iter()
+        .position(|r| component(r, 5).is_some_and(|t| t.eq_ignore_ascii_case("MR")))
+        .or_else(|| reps.iter().position(|r| component(r, 1).is_some()))
         .ok_or_else(|| MapError::missing("PID-3", "patient identifier list"))?;
-    let mrn = seg_value(&pid, &format!("3({chosen})-1"))
-        .ok_or_else(|| MapError::missing(format!("PID-3({chosen})-1"), "patient id of the MR identifier"))?;
+    let mrn = component(reps[chosen], 1)
+        .ok_or_else(|| MapError::missing(format!("PID-3({})-1", chosen + 1), "patient id of the MR identifier"))?;
     Ok(pb::PatientRef {
         mrn,
-        assigning_authority: seg_value(&pid, &format!("3({chosen})-4")).unwrap_or_default(),
+        assigning_authority: component(reps[chosen], 4).unwrap_or_default(),
     })
 }
 
@@ -682,8 +709,6 @@ struct Numeric {
 fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
     let encounter_id = value(msg, "PV1-19-1").unwrap_or_default();
     let mut out = Vec::new();
-    let mut obr_n = 0usize;
-    let mut obx_n = 0usize;
     // (order id, OBR-7 time) of the current OBR group; OBX before any OBR have none.
     let mut order: (String, Option<Timestamp>) = (String::new(), None);
     let mut vitals: Vec<Numeric> = Vec::new();
@@ -731,8 +756,7 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
         match seg.id() {
             "OBR" => {
                 flush_vitals(&mut vitals, vitals_group_at, &mut out)?;
-                obr_n += 1;
-                let at = first_time(msg, &[(&format!("OBR({obr_n})-7"), "observation date/time")])?;
+                let at = segment_time(msg, &seg, "7", "OBR-7", "observation date/time")?;
                 let id = seg_value(&seg, "3-1")
                     .or_else(|| seg_value(&seg, "2-1"))
                     .unwrap_or_default();
@@ -740,8 +764,7 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
                 vitals_group_at = at;
             }
             "OBX" => {
-                obx_n += 1;
-                let Some(n) = numeric(msg, &seg, obx_n)? else { continue };
+                let Some(n) = numeric(msg, &seg)? else { continue };
                 if n.is_loinc && VITAL_SIGN_CODES.contains(&n.code.as_str()) {
                     vitals.push(n);
                     continue;
@@ -783,7 +806,7 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
 
 /// The OBX's numeric result, if it has one: value type NM or SN, one repetition, a
 /// finite number (SN: no comparator other than `=`, no second number).
-fn numeric(msg: &Message, seg: &Segment<'_>, obx_n: usize) -> Result<Option<Numeric>, MapError> {
+fn numeric(msg: &Message, seg: &Segment<'_>) -> Result<Option<Numeric>, MapError> {
     let value_type = seg_value(seg, "2").unwrap_or_default();
     let Some(raw) = seg.raw("5") else { return Ok(None) };
     if raw.contains(char::from(msg.delimiters().repetition)) {
@@ -805,7 +828,7 @@ fn numeric(msg: &Message, seg: &Segment<'_>, obx_n: usize) -> Result<Option<Nume
         return Ok(None);
     };
     let code = seg_value(seg, "3-1").ok_or_else(|| MapError::missing("OBX-3", "observation identifier"))?;
-    let at = first_time(msg, &[(&format!("OBX({obx_n})-14"), "date/time of the observation")])?;
+    let at = segment_time(msg, seg, "14", "OBX-14", "date/time of the observation")?;
     Ok(Some(Numeric {
         is_loinc: seg_value(seg, "3-3").is_some_and(|s| s.eq_ignore_ascii_case("LN")),
         code,

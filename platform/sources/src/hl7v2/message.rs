@@ -307,9 +307,22 @@ impl Message {
         let Some(seg) = self.segment_at(&parsed) else {
             return Ok(None);
         };
+        self.dtm_in(&seg, &parsed)
+    }
+
+    /// [`Message::get_dtm`] in a segment already at hand, at a segment-relative path
+    /// (`"7"`, `"14"`): no search for the segment, so reading every OBR's date is linear.
+    pub fn segment_dtm(&self, seg: &Segment<'_>, relative: &str) -> Result<Option<Dtm>, ParseError> {
+        let Ok(parsed) = Path::parse_relative(relative) else {
+            return Ok(None);
+        };
+        self.dtm_in(seg, &parsed)
+    }
+
+    fn dtm_in(&self, seg: &Segment<'_>, parsed: &Path) -> Result<Option<Dtm>, ParseError> {
         let leaf = Path {
             component: parsed.component.or(Some(1)),
-            ..parsed
+            ..parsed.clone()
         };
         match seg.get_at(&leaf) {
             None => Ok(None),
