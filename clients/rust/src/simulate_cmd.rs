@@ -17,7 +17,8 @@ pub struct SimulateArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Start the period this many days before now (at midnight UTC). Without it the
-    /// period starts on a fixed date (2026-01-05), so a seed always gives the same events.
+    /// period starts on a fixed date (2026-01-05), so a seed always gives the same
+    /// events; with --live, it starts now.
     #[arg(long)]
     days_ago: Option<i64>,
     /// Length of the period in days (default: up to now with --days-ago, else 14).
@@ -54,9 +55,11 @@ pub struct SimulateArgs {
 pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     let defaults = SimOptions::default();
-    let start = match args.days_ago {
-        Some(days) => (now - days * DAY).div_euclid(DAY) * DAY,
-        None => defaults.start_secs,
+    let start = match (args.days_ago, args.live) {
+        (Some(days), _) => (now - days * DAY).div_euclid(DAY) * DAY,
+        // Live without a past: the hospital opens now (its wards fill over the first days).
+        (None, true) => now,
+        (None, false) => defaults.start_secs,
     };
     let mut end = match (args.days, args.days_ago) {
         (Some(days), _) => start + days * DAY,
