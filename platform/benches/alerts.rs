@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hospital_client::generate::{generate, GeneratorOptions};
+use hospital_client::simulate::{SimOptions, Simulator};
 use hospital_proto::events::{self as pb, clinical_event::Payload};
 use hospital_proto::ingest::ingest_service_client::IngestServiceClient;
 use hospital_proto::ingest::IngestRequest;
@@ -102,8 +102,6 @@ fn main() {
     }
     let endpoint = format!("http://127.0.0.1:{port}");
 
-    // Background load from a dedicated thread, paced with std sleeps (tokio's 1 ms timer
-    // would send bursts): requests of rate/100 events every 10 ms.
     let load_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load_sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Background load, open loop: a dedicated thread paces requests of rate/100 events
@@ -120,26 +118,30 @@ fn main() {
         let sent = load_sent.clone();
         let handle = load_rt.handle().clone();
         std::thread::spawn(move || {
-            let events = generate(&GeneratorOptions {
-                patients: 2_000,
-                start_secs: now_secs() - 30 * 86_400,
+            // The simulated hospital's last year, in time order and none in the future,
+            // drawn as it is sent: at about 4,000 events a day, more than a run sends.
+            let now = now_secs();
+            let mut events = Simulator::new(SimOptions {
+                start_secs: now - 365 * 86_400,
+                end_secs: Some(now),
                 ..Default::default()
             });
             let client =
                 handle.block_on(async { IngestServiceClient::new(hospital_client::connect(&endpoint).await.unwrap()) });
             let per_tick = (rate / 100).max(1);
             let start = Instant::now();
-            for (tick, chunk) in events.chunks(per_tick).enumerate() {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for tick in 0u64.. {
+                let chunk: Vec<_> = events.by_ref().take(per_tick).collect();
+                if chunk.is_empty() || stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let due = start + Duration::from_millis(10 * tick as u64);
+                let due = start + Duration::from_millis(10 * tick);
                 if let Some(wait) = due.checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
                 let req = IngestRequest {
                     request_id: tick.to_string(),
-                    events: chunk.to_vec(),
+                    events: chunk,
                 };
                 let mut client = client.clone();
                 let sent = sent.clone();

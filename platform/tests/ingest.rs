@@ -6,8 +6,8 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 
 use common::*;
-use hospital_client::generate::{generate, GeneratorOptions};
 use hospital_client::sender::{send_events, SenderOptions};
+use hospital_client::simulate::{SimOptions, Simulator};
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::IngestRequest;
@@ -15,14 +15,21 @@ use prost_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn events(patients: usize, seed: u64) -> Vec<ClinicalEvent> {
-    generate(&GeneratorOptions {
-        patients,
+/// `days` of a simulated hospital seeing `ed_arrivals_per_day` (and planned admissions in
+/// the default proportion), from a fixed Monday in the past, so that nothing lies in the
+/// future.
+fn events(days: i64, ed_arrivals_per_day: f64, seed: u64) -> Vec<ClinicalEvent> {
+    let defaults = SimOptions::default();
+    let start = defaults.start_secs;
+    Simulator::new(SimOptions {
         seed,
-        // Two weeks ago, so that nothing lies in the future.
-        start_secs: time_now_secs() - 40 * 86_400,
-        ..Default::default()
+        start_secs: start,
+        end_secs: Some(start + days * 86_400),
+        ed_arrivals_per_day,
+        electives_per_weekday: defaults.electives_per_weekday * ed_arrivals_per_day / defaults.ed_arrivals_per_day,
+        ..defaults
     })
+    .collect()
 }
 
 fn time_now_secs() -> i64 {
@@ -81,7 +88,7 @@ fn kinds(events: &[ClinicalEvent]) -> BTreeMap<&'static str, usize> {
 async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_rows() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let good = events(150, 1);
+    let good = events(3, 100.0, 1);
     assert!(good.len() > 5_000, "a stream of thousands: {}", good.len());
 
     // Requests of 250: the good events in order, every 7th request also resends 40
@@ -171,7 +178,7 @@ async fn unary_batch_commits_the_good_and_names_the_bad() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
     let mut client = ingest_client(platform.local_addr()).await;
-    let mut evs: Vec<_> = events(3, 2)
+    let mut evs: Vec<_> = events(1, 5.0, 2)
         .into_iter()
         .filter(|e| e.patient.is_some())
         .take(10)
@@ -229,7 +236,7 @@ async fn unary_batch_commits_the_good_and_names_the_bad() {
 async fn clickhouse_down_gives_unavailable_without_ack_then_recovers() {
     let mut ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let evs = events(20, 3);
+    let evs = events(2, 10.0, 3);
     let (first, rest) = evs.split_at(200);
 
     let (tx, mut acks) = open_stream(platform.local_addr()).await;
@@ -304,7 +311,7 @@ async fn platform_killed_mid_stream_loses_nothing_acked_and_resend_adds_no_dupli
     let ch = clickhouse();
     let port = hospital_testkit::free_port();
     let mut proc = PlatformProcess::spawn(&ch, port);
-    let evs = events(120, 4);
+    let evs = events(2, 100.0, 4);
 
     let (tx, mut acks) = open_stream(proc.addr).await;
     let requests: Vec<_> = evs.chunks(100).enumerate().map(|(i, c)| request(i, c)).collect();
@@ -370,30 +377,61 @@ fn warehouse_counts_match(
     evs: &[ClinicalEvent],
     by_kind: &BTreeMap<&str, usize>,
 ) {
-    let discharges = by_kind["discharge"] as u64;
-    let encounters = evs
-        .iter()
-        .filter_map(|e| match &e.payload {
-            Some(Payload::Admission(a)) => Some(a.encounter_id.clone()),
-            _ => None,
-        })
-        .collect::<HashSet<_>>()
-        .len() as u64;
-    assert_eq!(encounters, discharges);
+    // An encounter is any encounter id of an encounter event: ED attendances that never
+    // became admissions count too, and patients still in hospital have no discharge.
+    let mut encounters = HashSet::new();
+    let mut admitted = HashSet::new();
+    let mut discharged = HashSet::new();
+    for e in evs {
+        match &e.payload {
+            Some(Payload::Admission(a)) => {
+                encounters.insert(&a.encounter_id);
+                admitted.insert(&a.encounter_id);
+            }
+            Some(Payload::Discharge(d)) => {
+                encounters.insert(&d.encounter_id);
+                discharged.insert(&d.encounter_id);
+            }
+            Some(Payload::Transfer(t)) => {
+                encounters.insert(&t.encounter_id);
+            }
+            Some(Payload::EdArrival(a)) => {
+                encounters.insert(&a.encounter_id);
+            }
+            Some(Payload::EdTriage(t)) => {
+                encounters.insert(&t.encounter_id);
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        !admitted.is_empty() && admitted.len() < encounters.len() && !discharged.is_empty(),
+        "admissions, ED-only attendances and discharges: {} {} {}",
+        admitted.len(),
+        encounters.len(),
+        discharged.len()
+    );
     assert_eq!(
         count(
             ch,
             "SELECT count() FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
         ),
-        encounters,
+        encounters.len() as u64,
         "one encounter row per encounter"
+    );
+    assert_eq!(
+        count(
+            ch,
+            "SELECT countIf(admitted_at_ms IS NOT NULL) FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
+        ),
+        admitted.len() as u64
     );
     assert_eq!(
         count(
             ch,
             "SELECT countIf(discharged_at_ms IS NOT NULL) FROM warehouse.fact_encounter FINAL WHERE is_deleted = 0"
         ),
-        discharges
+        discharged.len() as u64
     );
     let observations: usize = evs
         .iter()
@@ -429,7 +467,7 @@ fn warehouse_counts_match(
 async fn graceful_shutdown_answers_or_refuses_every_request_and_flushes() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let evs = events(60, 5);
+    let evs = events(2, 40.0, 5);
     let (tx, mut acks) = open_stream(platform.local_addr()).await;
     let n = evs.chunks(50).len();
     for (i, c) in evs.chunks(50).enumerate() {

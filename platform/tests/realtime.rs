@@ -433,60 +433,189 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
     platform.shutdown().await.unwrap();
 }
 
-/// Simulator deterioration episodes: every generated patient whose chart turns sick gets
-/// exactly one alert (low to high, at the first sick set), nobody else gets one, and no
-/// alert repeats while the band stays high. Runs the census and alert state directly.
+/// Simulated deterioration reaches the alert state the way NEWS2 says it should. The
+/// simulator's events, made canonical by ingest's validation (all of them valid), go
+/// through the census and alert state in order. Independently, each vital-signs set is
+/// scored with the platform's NEWS2 scorer: every simulated set is complete, so the set
+/// alone is the patient's current score. Exactly the sets that take a patient from low
+/// (or no score) into a band that needs a response raise an alert, a rise within those
+/// bands an escalation, and nothing else does, so an alert never repeats while the band
+/// stays high. Alerts are routed to where the patient is, and the simulator's
+/// deterioration episodes show as alerts to the high band.
 #[test]
-fn simulator_deterioration_episodes_raise_one_alert_each() {
-    use hospital_client::generate::{generate, GeneratorOptions};
+fn simulated_deterioration_raises_the_alerts_news2_calls_for() {
+    use hospital_client::simulate::{SimOptions, Simulator};
+    use hospital_platform::ingest::{validate, Limits};
     use hospital_platform::realtime::alerts::AlertState;
     use hospital_platform::realtime::census::CensusState;
-    use std::collections::{BTreeMap, BTreeSet};
+    use hospital_platform::realtime::news2::{self, Parameters, RiskBand as Band, Spo2Scale};
+    use std::collections::{BTreeMap, HashMap, HashSet};
 
-    let events = generate(&GeneratorOptions {
-        patients: 300,
+    fn wire(band: Band) -> i32 {
+        let band = match band {
+            Band::Low => RiskBand::Low,
+            Band::LowMedium => RiskBand::LowMedium,
+            Band::Medium => RiskBand::Medium,
+            Band::High => RiskBand::High,
+        };
+        band as i32
+    }
+    fn age_years(birth: &pb::Date, at_secs: i64) -> u32 {
+        let today = time::OffsetDateTime::from_unix_timestamp(at_secs).unwrap().date();
+        let birthday_to_come = (i32::from(u8::from(today.month())), i32::from(today.day())) < (birth.month, birth.day);
+        (today.year() - birth.year - i32::from(birthday_to_come)) as u32
+    }
+
+    // A week of the default hospital (100 ED arrivals a day), from a fixed Monday.
+    let start = SimOptions::default().start_secs;
+    let mut sim = Simulator::new(SimOptions {
         seed: 11,
+        end_secs: Some(start + 7 * 86_400),
         ..Default::default()
     });
-    // A generated set is sick when its respiration rate is 22 or more (the generator's
-    // deterioration draws 22-29; normal sets draw 12-19).
-    let mut first_sick: BTreeMap<String, String> = BTreeMap::new();
-    for e in &events {
-        if let Some(Payload::VitalSigns(v)) = &e.payload {
-            let rr = v.observations.iter().find(|o| o.loinc_code == "9279-1").unwrap().value;
-            if rr >= 22.0 {
-                first_sick
-                    .entry(e.patient.as_ref().unwrap().mrn.clone())
-                    .or_insert_with(|| e.event_id.clone());
+    let limits = Limits {
+        now_ms: now_secs() * 1000,
+        max_future_ms: 0,
+    };
+    let mut events = Vec::new();
+    let mut rejected = BTreeMap::new();
+    for e in sim.by_ref() {
+        let kind = hospital_platform::ingest::kind_of(e.payload.as_ref().unwrap());
+        match validate(e, &limits) {
+            Ok(valid) => events.push(valid.event),
+            Err(violations) => {
+                for v in violations {
+                    *rejected
+                        .entry(format!("{kind}: {}: {}", v.field, v.description))
+                        .or_insert(0) += 1;
+                }
             }
         }
     }
-    assert!(
-        first_sick.len() > 20,
-        "the simulator produced deterioration episodes: {}",
-        first_sick.len()
-    );
+    assert!(rejected.is_empty(), "ingest rejects simulated events: {rejected:#?}");
+    let stats = sim.stats();
+
+    // What NEWS2 calls for, set by set: (event, encounter, location, score, band, previous
+    // band, alert kind).
+    type Location = (String, String, String);
+    let mut birth: HashMap<String, pb::Date> = HashMap::new();
+    let mut location: HashMap<String, Location> = HashMap::new();
+    let mut last_band: HashMap<String, Band> = HashMap::new();
+    let mut expected = Vec::new();
+    // Encounters charted low at some point, and those of them charted high later.
+    let (mut was_low, mut turned_high) = (HashSet::new(), HashSet::new());
+    let mut stayed_high = 0;
+    for e in &events {
+        let mrn = e.patient.as_ref().map(|p| p.mrn.clone()).unwrap_or_default();
+        let at = e.occurred_at.unwrap().seconds;
+        match e.payload.as_ref().unwrap() {
+            Payload::PatientRegistered(d) | Payload::PatientUpdated(d) => {
+                birth.insert(mrn, d.birth_date.unwrap());
+            }
+            Payload::EdArrival(a) => {
+                location.insert(
+                    a.encounter_id.clone(),
+                    (a.department_code.clone(), String::new(), String::new()),
+                );
+            }
+            Payload::Admission(pb::Admission {
+                encounter_id,
+                location: Some(l),
+                ..
+            })
+            | Payload::Transfer(pb::Transfer {
+                encounter_id,
+                to: Some(l),
+                ..
+            }) => {
+                location.insert(
+                    encounter_id.clone(),
+                    (l.department_code.clone(), l.ward_code.clone(), l.bed_code.clone()),
+                );
+            }
+            Payload::VitalSigns(v) => {
+                if news2::applicability(Some(age_years(&birth[&mrn], at)), None).is_err() {
+                    continue; // under 16: not scored
+                }
+                let scale = if v.spo2_scale == pb::Spo2Scale::Spo2Scale2 as i32 {
+                    Spo2Scale::Scale2
+                } else {
+                    Spo2Scale::Scale1
+                };
+                let news = news2::score(&Parameters::from_vital_signs(v), scale);
+                assert!(news.is_complete(), "{news:?} of {e:?}");
+                match news.band {
+                    Band::Low => {
+                        was_low.insert(v.encounter_id.clone());
+                    }
+                    Band::High if was_low.contains(&v.encounter_id) => {
+                        turned_high.insert(v.encounter_id.clone());
+                    }
+                    _ => {}
+                }
+                let previous = last_band.insert(mrn.clone(), news.band);
+                stayed_high += usize::from(previous == Some(Band::High) && news.band == Band::High);
+                let kind = match previous {
+                    _ if news.band == Band::Low => None,
+                    None | Some(Band::Low) => Some(AlertKind::Alert),
+                    Some(p) if news.band > p => Some(AlertKind::Escalation),
+                    Some(_) => None,
+                };
+                if let Some(kind) = kind {
+                    expected.push((
+                        e.event_id.clone(),
+                        v.encounter_id.clone(),
+                        location[&v.encounter_id].clone(),
+                        u32::from(news.total),
+                        wire(news.band),
+                        previous.map_or(RiskBand::Unspecified as i32, wire),
+                        kind as i32,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
 
     let mut census = CensusState::new();
     let mut alerts = AlertState::new();
-    let mut raised: Vec<Alert> = Vec::new();
+    let mut raised = Vec::new();
     for (i, e) in events.iter().enumerate() {
         census.apply(i as u64 + 1, e);
         let location = e.patient.as_ref().and_then(|p| census.location_of(p));
         raised.extend(alerts.apply(i as u64 + 1, e, location.as_ref()));
     }
-    let alerted: BTreeSet<String> = raised.iter().map(|a| a.patient.as_ref().unwrap().mrn.clone()).collect();
-    assert_eq!(raised.len(), alerted.len(), "one alert per patient, never repeated");
-    assert_eq!(alerted, first_sick.keys().cloned().collect::<BTreeSet<_>>());
-    for a in &raised {
-        let mrn = &a.patient.as_ref().unwrap().mrn;
-        assert_eq!(a.source_event_id, first_sick[mrn], "raised by the first sick set");
-        assert_eq!(
-            (a.kind, a.band),
-            (AlertKind::Alert as i32, RiskBand::High as i32),
-            "{a:?}"
-        );
-        assert!(a.score >= 7);
-        assert!(!a.ward_code.is_empty(), "alerts are routed to the patient's ward");
+    let raised: Vec<_> = raised
+        .into_iter()
+        .map(|a| {
+            (
+                a.source_event_id,
+                a.encounter_id,
+                (a.department_code, a.ward_code, a.bed_code),
+                a.score,
+                a.band,
+                a.previous_band,
+                a.kind,
+            )
+        })
+        .collect();
+    for (i, (got, want)) in raised.iter().zip(&expected).enumerate() {
+        assert_eq!(got, want, "alert {i}");
     }
+    assert_eq!(raised.len(), expected.len());
+    for kind in [AlertKind::Alert, AlertKind::Escalation] {
+        assert!(expected.iter().any(|a| a.6 == kind as i32), "no {kind:?}");
+    }
+
+    // The week has deterioration episodes; charts that turn from low to high (mostly
+    // theirs) are about as many, each alerted at the turn; and sets that stay high, which
+    // raised nothing more.
+    assert!(stats.deteriorations > 10, "{stats:?}");
+    assert!(
+        4 * turned_high.len() >= 3 * stats.deteriorations as usize,
+        "{} charts turned high for {} deterioration episodes",
+        turned_high.len(),
+        stats.deteriorations
+    );
+    assert!(stayed_high > 100, "{stayed_high}");
 }

@@ -1,7 +1,7 @@
 //! Client library for the hospital data platform: a connection helper, an at-least-once
-//! stream sender, and a deterministic generator of synthetic hospital events.
+//! stream sender, resumable historical loads from files, and a deterministic simulator
+//! of a hospital that produces the canonical events its systems would send.
 
-pub mod generate;
 pub mod checkpoint;
 pub mod load;
 pub mod sender;
