@@ -145,5 +145,5 @@ async fn ten_simulated_days_land_whole_and_drive_census_and_alerts() {
         alerted >= stats.icu_admissions + stats.deaths && alerted > 0,
         "{alerted} alerted, {stats:?}"
     );
-    platform.shutdown().await;
+    platform.shutdown().await.expect("shutdown");
 }

@@ -4,9 +4,12 @@
 //! A discrete-event simulation: a queue of timed actions (an arrival, a triage, a ward
 //! round dose, a set of observations...) is processed in time order, and each action
 //! emits the events of that moment and schedules what follows. The [`Simulator`] is an
-//! iterator of events in non-decreasing `occurred_at`, so a caller can stream a past
-//! period at full speed or release each event when the wall clock reaches it; memory
-//! is bounded by the patients in the hospital, not by the length of the period.
+//! iterator of events in the order they are sent, which is non-decreasing `occurred_at`
+//! except for theatre procedures (recorded when the operation ends, dated at its
+//! start), so a caller can stream a past period at full speed or release each event
+//! when the wall clock reaches it; memory is bounded by the patients in the hospital,
+//! not by the length of the period. A period starts with an empty hospital: the wards
+//! fill over the first week or so.
 //!
 //! The hospital ([`hospital`]): 176 beds on seven wards (an acute medical unit,
 //! respiratory, cardiology, elderly care, general surgery, orthopaedics, ICU) and an
@@ -587,8 +590,8 @@ impl Simulator {
             labs,
             fahrenheit: rng.random_bool(0.15),
         };
-        // Initial severity from acuity: 1 -> about 0.6, 5 -> 0.
-        let s0 = ((5 - acuity as i32) as f64 * 0.15 + rng.random_range(-0.05..0.05)).clamp(0.0, 0.9);
+        // Initial severity from acuity: 1 -> about 0.5, 2 -> 0.35, 5 -> 0.
+        let s0 = ((5 - acuity as i32) as f64 * 0.12 + rng.random_range(-0.05..0.05)).clamp(0.0, 0.9);
         let stay = Stay {
             person,
             encounter: format!("E{}{:07}", self.tag, id),
@@ -1235,7 +1238,7 @@ impl Simulator {
         let b = &stay.baseline;
         let noise = |rng: &mut StdRng, sd: f64| Normal::new(0.0, sd).map_or(0.0, |n| n.sample(rng));
         let rng = &mut self.rng;
-        let on_oxygen = s > 0.35;
+        let on_oxygen = s > 0.4;
         let rr = (b.rr + 14.0 * s + noise(rng, 1.0)).round().max(6.0);
         let mut spo2 = b.spo2 - 9.0 * s + noise(rng, 0.8);
         if on_oxygen {
