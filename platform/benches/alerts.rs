@@ -7,6 +7,9 @@
 //! background load, default 2000), BENCH_PROBES (default 200), BENCH_FLUSH_MS
 //! (staging.flush_interval_ms, default 100).
 
+mod common;
+use common::{percentile, vm_hwm_kib};
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,13 +36,6 @@ fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// One vital-signs set of the probe patient: `sick` scores 7+ (high), otherwise 0.
@@ -235,6 +231,7 @@ fn main() {
     let _ = load.join();
     load_rt.shutdown_timeout(Duration::from_secs(5));
     let load_rate = load_sent.load(std::sync::atomic::Ordering::Relaxed) as f64 / elapsed.as_secs_f64();
+    let platform_hwm = vm_hwm_kib(&platform.id().to_string());
     let _ = std::process::Command::new("kill")
         .arg(platform.id().to_string())
         .status();
@@ -255,5 +252,11 @@ fn main() {
             percentile(l, 0.99)
         );
     }
-    println!("\nThe alert path is the ack path (group commit: waits for the next flush) plus the bus, the NEWS2 state and the alert stream.");
+    println!(
+        "\npeak memory (VmHWM): hospital-platform process {} MiB; ClickHouse server {} MiB; this bench process (simulated load, probes, subscriber) {} MiB",
+        platform_hwm / 1024,
+        ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0) / 1024,
+        vm_hwm_kib("self") / 1024
+    );
+    println!("The alert path is the ack path (group commit: waits for the next flush) plus the bus, the NEWS2 state and the alert stream.");
 }

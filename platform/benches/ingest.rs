@@ -8,6 +8,9 @@
 //! Run: `cargo bench -p hospital-platform --bench ingest` (BENCH_EVENTS=200000 by
 //! default; BENCH_FLUSH_MS overrides staging.flush_interval_ms). Starts its own ClickHouse server (hospital-testkit) in a temp directory.
 
+mod common;
+use common::{percentile, vm_hwm_kib};
+
 use std::time::{Duration, Instant};
 
 use hospital_client::sender::{feed, send_batches, send_events, Pace, SenderOptions};
@@ -104,24 +107,6 @@ fn simulated(n: usize) -> impl Iterator<Item = pb::ClinicalEvent> {
         ..Default::default()
     })
     .take(n)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-fn vm_hwm_kib(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 async fn run(n: usize) {
