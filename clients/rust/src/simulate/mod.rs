@@ -1073,10 +1073,11 @@ impl Simulator {
 
     fn discharge(&mut self, id: u64, died: bool) {
         let Some(stay) = self.stays.get(&id) else { return };
-        if !died {
-            // A discharge that is no longer due (the stay was extended) or a patient
-            // still too unwell or in intensive care: not yet.
-            if stay.admitted_at.is_some() && self.now < stay.discharge_at {
+        // An inpatient's discharge that is no longer due (the stay was extended), or of a
+        // patient still too unwell or in intensive care: not yet. (Sending home from the
+        // ED is the ED's decision, made already.)
+        if !died && stay.admitted_at.is_some() {
+            if self.now < stay.discharge_at {
                 return;
             }
             if stay.bed.is_some_and(|(w, _)| w == ICU) || stay.severity(self.now) > 0.35 {

@@ -236,3 +236,32 @@ fn an_open_ended_run_keeps_going() {
     let last = sim.take_while(|e| at(e) < start + 40 * DAY).last().unwrap();
     assert!(at(&last) >= start + 39 * DAY);
 }
+
+/// Everyone sent home from the ED leaves the same day: the ED's decision is final (a
+/// patient too unwell for home is admitted, not held).
+#[test]
+fn ed_stays_end_with_admission_or_discharge_within_a_day() {
+    let (events, _) = run(14, 42);
+    let mut arrived: HashMap<String, i64> = HashMap::new();
+    for e in &events {
+        match &e.payload {
+            Some(Payload::EdArrival(a)) => {
+                arrived.insert(a.encounter_id.clone(), at(e));
+            }
+            Some(Payload::Admission(a)) => {
+                arrived.remove(&a.encounter_id);
+            }
+            Some(Payload::Discharge(d)) => {
+                if let Some(t) = arrived.remove(&d.encounter_id) {
+                    assert!(
+                        at(e) - t < DAY,
+                        "{} spent {} h in the ED",
+                        d.encounter_id,
+                        (at(e) - t) / 3600
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
