@@ -1,13 +1,15 @@
 //! A historical load interrupted half way resumes after what was acknowledged: the
 //! platform process is killed mid-load (the sender gives up), started again, and the
-//! same load sends only the rest; the warehouse ends up with the files' counts.
+//! same load (the `hospital load` path: read and send at once, checkpointed) sends only
+//! the rest; the warehouse ends up with the files' counts.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
-use hospital_client::checkpoint::{send_resumable, Checkpoint};
+use hospital_client::checkpoint::{fingerprint_inputs, load_resumable, Checkpoint, LoadError};
+use hospital_client::load::Source;
 use hospital_client::sender::{SendError, SenderOptions};
 use hospital_testkit::free_port;
 
@@ -16,9 +18,12 @@ async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
     let ch = clickhouse();
     let port = free_port();
     let mut platform = PlatformProcess::spawn(&ch, port);
-    let extract = hospital_client::load::synthea(&shared_data("synthea_csv")).expect("synthea export");
-    let events = extract.events;
-    let total = events.len() as u64;
+    let data = shared_data("synthea_csv");
+    let total = hospital_client::load::synthea(&data)
+        .expect("synthea export")
+        .events
+        .len() as u64;
+    let fingerprint = fingerprint_inputs(Source::Synthea, &data).unwrap();
     let dir = std::env::temp_dir().join(format!("hospital-load-resume-{}", std::process::id()));
     let path = dir.join("checkpoint");
     let opts = SenderOptions {
@@ -31,24 +36,24 @@ async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
     };
 
     // First run: kill the platform once some requests are acknowledged.
-    let (checkpoint, why) = Checkpoint::open(&path, &events);
+    let (checkpoint, why) = Checkpoint::open(&path, fingerprint);
     assert_eq!((checkpoint.acknowledged, why), (0, None));
     let first = tokio::spawn({
-        let events = events.clone();
+        let data = data.clone();
         let opts = opts.clone();
-        async move { send_resumable(events, checkpoint, &opts, |_| {}).await }
+        async move { load_resumable(Source::Synthea, data, checkpoint, &opts, |_| {}).await }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Checkpoint::open(&path, &events).0.acknowledged < 500 {
+    while Checkpoint::open(&path, fingerprint).0.acknowledged < 500 {
         assert!(Instant::now() < deadline, "no progress recorded");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     platform.kill();
     match first.await.unwrap() {
-        Err(SendError::GaveUp { .. }) | Err(SendError::Connect { .. }) => {}
+        Err(LoadError::Send(SendError::GaveUp { .. } | SendError::Connect { .. })) => {}
         other => panic!("the load should give up while the platform is down, got {other:?}"),
     }
-    let (saved, why) = Checkpoint::open(&path, &events);
+    let (saved, why) = Checkpoint::open(&path, fingerprint);
     assert_eq!(why, None);
     assert!(
         saved.acknowledged > 0 && saved.acknowledged < total,
@@ -59,11 +64,12 @@ async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
     // Second run against the restarted platform: only the rest is sent.
     let platform = PlatformProcess::spawn(&ch, port);
     let resumed_from = saved.acknowledged;
-    let report = send_resumable(events.clone(), saved, &opts, |_| {})
+    let outcome = load_resumable(Source::Synthea, data.clone(), saved, &opts, |_| {})
         .await
         .expect("resumed load");
+    assert_eq!((outcome.events, outcome.resumed_after), (total, resumed_from));
     assert_eq!(
-        (report.committed + report.rejections.len()) as u64,
+        (outcome.sent.committed + outcome.sent.rejections.len()) as u64,
         total - resumed_from,
         "the resumed run sends exactly the unacknowledged rest"
     );

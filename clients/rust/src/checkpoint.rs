@@ -3,12 +3,14 @@
 //! longer than the sender retries) resumes after them instead of starting again.
 //!
 //! Acknowledgements come back in request order, so the acknowledged events are always a
-//! prefix of the load; the checkpoint is that prefix's length plus a fingerprint of
-//! the load (FNV-1a over every event id in order), so a checkpoint is only used for the
-//! very same events: files changed since, or another source, start from the beginning.
-//! The file is replaced atomically (write, then rename) after each acknowledgement and
-//! removed when the load completes, so a completed load run again sends everything
-//! again (and the platform absorbs the repeats).
+//! prefix of the load. The checkpoint is that prefix's length plus a fingerprint of the
+//! input: for a load from files ([`load_resumable`]), the source and every file's path,
+//! size and modification time, because the same files map to the same events in the
+//! same order; for a load of events in memory ([`send_resumable`]), their ids in order.
+//! A checkpoint whose fingerprint does not match (files changed, another source) is not
+//! used. The file is replaced atomically (write, then rename) after each
+//! acknowledgement and removed when the load completes, so a completed load run again
+//! sends everything again (and the platform absorbs the repeats).
 //!
 //! Resuming is safe because sending is at-least-once: requests in flight when the load
 //! stopped may have been committed without their ack arriving; they are sent again and
@@ -19,27 +21,72 @@ use std::path::{Path, PathBuf};
 
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::IngestResponse;
+use tokio::sync::mpsc;
 
-use crate::sender::{send_events, SendError, SendReport, SenderOptions};
+use crate::load::{self, ReadError, Report, Source};
+use crate::sender::{send_batches, send_events, SendError, SendReport, SenderOptions};
 
-/// Identity of a load: its events' ids, in order.
+/// FNV-1a, 64 bits: stable across builds and Rust versions (unlike `DefaultHasher`).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(mut self, bytes: impl IntoIterator<Item = u8>) -> Self {
+        for b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so that "ab" + "c" differs from "a" + "bc".
+        self.0 ^= 0xff;
+        self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        self
+    }
+}
+
+/// Identity of a load of events in memory: their ids, in order.
 pub fn fingerprint(events: &[ClinicalEvent]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for e in events {
-        for b in e
-            .source_system
-            .bytes()
-            .chain([0])
-            .chain(e.event_id.bytes())
-            .chain([0xff])
-        {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(PRIME);
+    events
+        .iter()
+        .fold(Fnv::new(), |h, e| {
+            h.bytes(e.source_system.bytes()).bytes(e.event_id.bytes())
+        })
+        .0
+}
+
+/// Identity of a load from files: the source, and the path (relative to `path`), size
+/// and modification time of every file under `path`, in name order.
+pub fn fingerprint_inputs(source: Source, path: &Path) -> std::io::Result<u64> {
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            for entry in std::fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        } else {
+            files.push(p);
         }
     }
-    h
+    files.sort();
+    let mut h = Fnv::new().bytes(source.name().bytes());
+    for f in files {
+        let meta = std::fs::metadata(&f)?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .unwrap_or_default();
+        let name = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().into_owned();
+        h = h
+            .bytes(name.into_bytes())
+            .bytes(meta.len().to_le_bytes())
+            .bytes(modified.as_nanos().to_le_bytes());
+    }
+    Ok(h.0)
 }
 
 /// Progress of one load, as kept on disk.
@@ -47,29 +94,29 @@ pub fn fingerprint(events: &[ClinicalEvent]) -> u64 {
 pub struct Checkpoint {
     pub path: PathBuf,
     pub fingerprint: u64,
-    pub total: u64,
     /// Events acknowledged (committed or rejected), a prefix of the load.
     pub acknowledged: u64,
 }
 
 impl Checkpoint {
-    /// The checkpoint at `path` for a load of `events`: the saved progress if the file
-    /// belongs to these events, else a fresh start (and why the file was not used).
-    pub fn open(path: impl Into<PathBuf>, events: &[ClinicalEvent]) -> (Self, Option<String>) {
-        let path = path.into();
+    /// The checkpoint at `path` for a load with `fingerprint`: the saved progress if the
+    /// file belongs to this load, else a fresh start (and why the file was not used).
+    pub fn open(path: impl Into<PathBuf>, fingerprint: u64) -> (Self, Option<String>) {
         let fresh = Checkpoint {
-            fingerprint: fingerprint(events),
-            total: events.len() as u64,
+            path: path.into(),
+            fingerprint,
             acknowledged: 0,
-            path,
         };
         let text = match std::fs::read_to_string(&fresh.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (fresh, None),
-            Err(e) => return (fresh.clone(), Some(format!("{}: {e}", fresh.path.display()))),
+            Err(e) => {
+                let why = format!("{}: {e}; starting from the beginning", fresh.path.display());
+                return (fresh, Some(why));
+            }
         };
         match parse(&text) {
-            Some((fp, total, acked)) if fp == fresh.fingerprint && total == fresh.total && acked <= total => (
+            Some((fp, acked)) if fp == fingerprint => (
                 Checkpoint {
                     acknowledged: acked,
                     ..fresh
@@ -104,8 +151,8 @@ impl Checkpoint {
             let mut f = std::fs::File::create(&tmp)?;
             write!(
                 f,
-                "fingerprint={:016x}\ntotal={}\nacknowledged={}\n",
-                self.fingerprint, self.total, self.acknowledged
+                "fingerprint={:016x}\nacknowledged={}\n",
+                self.fingerprint, self.acknowledged
             )?;
             f.sync_all()?;
         }
@@ -119,65 +166,142 @@ impl Checkpoint {
             _ => Ok(()),
         }
     }
+
+    /// Saves progress after `acks` acknowledged requests of `batch` events each, sent
+    /// after the first `skipped`; a failure to save is logged and the load goes on.
+    fn record(&mut self, skipped: u64, acks: u64, batch: u64, at_most: Option<u64>) {
+        let sent = acks * batch;
+        let acknowledged = skipped + at_most.map_or(sent, |m| sent.min(m));
+        if let Err(e) = self.save(acknowledged) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not save the load checkpoint");
+        }
+    }
+
+    fn done(self) {
+        if let Err(e) = self.finish() {
+            tracing::warn!(error = %e, "could not remove the load checkpoint");
+        }
+    }
 }
 
-/// Sends the events of `checkpoint`'s load that it does not record as acknowledged,
-/// saving progress after every acknowledgement; on success the checkpoint is removed.
-/// A failure to save progress is logged and does not stop the load.
+fn parse(text: &str) -> Option<(u64, u64)> {
+    let mut fp = None;
+    let mut acked = None;
+    for line in text.lines() {
+        let (k, v) = line.split_once('=')?;
+        match k {
+            "fingerprint" => fp = u64::from_str_radix(v, 16).ok(),
+            "acknowledged" => acked = v.parse().ok(),
+            _ => return None,
+        }
+    }
+    Some((fp?, acked?))
+}
+
+/// Sends the events that `checkpoint` does not record as acknowledged, saving progress
+/// after every acknowledgement; on success the checkpoint is removed.
 pub async fn send_resumable(
     events: Vec<ClinicalEvent>,
     mut checkpoint: Checkpoint,
     opts: &SenderOptions,
     mut on_ack: impl FnMut(&IngestResponse),
 ) -> Result<SendReport, SendError> {
-    let skip = checkpoint.acknowledged as usize;
-    let rest: Vec<ClinicalEvent> = events.into_iter().skip(skip).collect();
+    let skip = checkpoint.acknowledged;
+    let rest: Vec<ClinicalEvent> = events.into_iter().skip(skip as usize).collect();
     let remaining = rest.len() as u64;
     let batch = opts.batch_size.max(1) as u64;
     let mut acks = 0u64;
     let report = send_events(rest, opts, |ack| {
         // Requests are `batch` events each, in order, and acks come in request order.
         acks += 1;
-        let acknowledged = skip as u64 + (acks * batch).min(remaining);
-        if let Err(e) = checkpoint.save(acknowledged) {
-            tracing::warn!(path = %checkpoint.path.display(), error = %e, "could not save the load checkpoint");
-        }
+        checkpoint.record(skip, acks, batch, Some(remaining));
         on_ack(ack);
     })
     .await?;
-    if let Err(e) = checkpoint.finish() {
-        tracing::warn!(error = %e, "could not remove the load checkpoint");
-    }
+    checkpoint.done();
     Ok(report)
 }
 
-fn parse(text: &str) -> Option<(u64, u64, u64)> {
-    let mut fp = None;
-    let mut total = None;
-    let mut acked = None;
-    for line in text.lines() {
-        let (k, v) = line.split_once('=')?;
-        match k {
-            "fingerprint" => fp = u64::from_str_radix(v, 16).ok(),
-            "total" => total = v.parse().ok(),
-            "acknowledged" => acked = v.parse().ok(),
-            _ => return None,
+/// Why a load from files stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading the files: {0}")]
+    Read(ReadError),
+    #[error("{0} (progress is kept: run the same load again to resume)")]
+    Send(SendError),
+}
+
+/// What a load from files did.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    pub sent: SendReport,
+    pub read: Report,
+    /// Events skipped because an earlier run had them acknowledged.
+    pub resumed_after: u64,
+    /// Events the files mapped to, the skipped ones included.
+    pub events: u64,
+}
+
+/// Reads `path` as `source` and sends its events while reading, in requests of
+/// `opts.batch_size` with a bounded read-ahead, skipping the prefix `checkpoint` records
+/// as acknowledged and saving progress after every acknowledgement. On success the
+/// checkpoint is removed.
+pub async fn load_resumable(
+    source: Source,
+    path: PathBuf,
+    mut checkpoint: Checkpoint,
+    opts: &SenderOptions,
+    mut on_ack: impl FnMut(&IngestResponse),
+) -> Result<LoadOutcome, LoadError> {
+    let skip = checkpoint.acknowledged;
+    let batch = opts.batch_size.max(1);
+    let (tx, rx) = mpsc::channel::<Vec<ClinicalEvent>>(opts.max_in_flight.max(1));
+    // Mapping is blocking work: its own thread, handing over full requests.
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut seen = 0u64;
+        let mut pending = Vec::with_capacity(batch);
+        let read = load::read(source, &path, &mut |e| {
+            seen += 1;
+            if seen <= skip || tx.is_closed() {
+                return;
+            }
+            pending.push(e);
+            if pending.len() == batch {
+                let _ = tx.blocking_send(std::mem::replace(&mut pending, Vec::with_capacity(batch)));
+            }
+        });
+        if !pending.is_empty() {
+            let _ = tx.blocking_send(pending);
         }
-    }
-    Some((fp?, total?, acked?))
+        read.map(|r| (r, seen))
+    });
+    let mut acks = 0u64;
+    let sent = send_batches(rx, opts, |ack| {
+        acks += 1;
+        checkpoint.record(skip, acks, batch as u64, None);
+        on_ack(ack);
+    })
+    .await;
+    let read = reader
+        .await
+        .map_err(|e| LoadError::Read(Box::new(e)))?
+        .map_err(LoadError::Read)?;
+    let sent = sent.map_err(LoadError::Send)?;
+    checkpoint.done();
+    Ok(LoadOutcome {
+        sent,
+        read: read.0,
+        resumed_after: skip,
+        events: read.1,
+    })
 }
 
 /// Default checkpoint file of a load of `source` from `data`: under `.hospital/checkpoints`
 /// of the working directory, named after the source and the data's absolute path.
-pub fn default_path(source: &str, data: &Path) -> PathBuf {
+pub fn default_path(source: Source, data: &Path) -> PathBuf {
     let absolute = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
-    let key = absolute
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    PathBuf::from(".hospital/checkpoints").join(format!("load-{source}-{key:016x}"))
+    let key = Fnv::new().bytes(absolute.to_string_lossy().bytes()).0;
+    PathBuf::from(".hospital/checkpoints").join(format!("load-{}-{key:016x}", source.name()))
 }
 
 #[cfg(test)]
@@ -195,21 +319,21 @@ mod tests {
     }
 
     #[test]
-    fn saved_progress_is_used_only_for_the_same_events() {
+    fn saved_progress_is_used_only_for_the_same_load() {
         let dir = std::env::temp_dir().join(format!("hospital-checkpoint-{}", std::process::id()));
         let path = dir.join("cp");
-        let evs = events(&["a", "b", "c"]);
-        let (mut cp, why) = Checkpoint::open(&path, &evs);
+        let fp = fingerprint(&events(&["a", "b", "c"]));
+        let (mut cp, why) = Checkpoint::open(&path, fp);
         assert_eq!((cp.acknowledged, why), (0, None));
         cp.save(2).unwrap();
-        let (again, why) = Checkpoint::open(&path, &evs);
-        assert_eq!((again.acknowledged, again.total, why), (2, 3, None));
-        // Other events (a file changed): start again, and say why.
-        let (other, why) = Checkpoint::open(&path, &events(&["a", "b", "x"]));
+        let (again, why) = Checkpoint::open(&path, fp);
+        assert_eq!((again.acknowledged, why), (2, None));
+        // Another load (a file changed): start again, and say why.
+        let (other, why) = Checkpoint::open(&path, fingerprint(&events(&["a", "b", "x"])));
         assert_eq!(other.acknowledged, 0);
         assert!(why.unwrap().contains("other data"));
         std::fs::write(&path, "garbage").unwrap();
-        let (bad, why) = Checkpoint::open(&path, &evs);
+        let (bad, why) = Checkpoint::open(&path, fp);
         assert_eq!(bad.acknowledged, 0);
         assert!(why.unwrap().contains("not a load checkpoint"));
         again.finish().unwrap();
@@ -218,9 +342,22 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_depends_on_ids_and_order() {
+    fn fingerprints_depend_on_ids_order_and_files() {
         assert_ne!(fingerprint(&events(&["a", "b"])), fingerprint(&events(&["b", "a"])));
         assert_ne!(fingerprint(&events(&["ab"])), fingerprint(&events(&["a", "b"])));
         assert_eq!(fingerprint(&events(&["a", "b"])), fingerprint(&events(&["a", "b"])));
+
+        let dir = std::env::temp_dir().join(format!("hospital-inputs-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.hl7"), "MSH").unwrap();
+        let one = fingerprint_inputs(Source::Hl7, &dir).unwrap();
+        assert_eq!(one, fingerprint_inputs(Source::Hl7, &dir).unwrap());
+        assert_ne!(one, fingerprint_inputs(Source::Fhir, &dir).unwrap());
+        std::fs::write(dir.join("sub/b.hl7"), "MSH").unwrap();
+        let two = fingerprint_inputs(Source::Hl7, &dir).unwrap();
+        assert_ne!(one, two, "a new file");
+        std::fs::write(dir.join("a.hl7"), "MSH|").unwrap();
+        assert_ne!(two, fingerprint_inputs(Source::Hl7, &dir).unwrap(), "a changed file");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -78,7 +78,7 @@ enum Command {
     /// load of the same files adds nothing to the warehouse.
     Load {
         #[arg(value_enum)]
-        source: LoadSource,
+        source: hospital_client::load::Source,
         path: std::path::PathBuf,
         #[arg(long, default_value_t = 500)]
         batch_size: usize,
@@ -109,15 +109,6 @@ enum Command {
         #[arg(long = "mrn")]
         mrns: Vec<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum LoadSource {
-    Fhir,
-    Hl7,
-    Mimic,
-    Synthea,
-    Reference,
 }
 
 #[derive(Subcommand)]
@@ -260,19 +251,11 @@ async fn main() -> anyhow::Result<()> {
             checkpoint,
             restart,
         } => {
-            let extract = match source {
-                LoadSource::Fhir => hospital_client::load::fhir(&path)?,
-                LoadSource::Hl7 => hospital_client::load::hl7(&path)?,
-                LoadSource::Mimic => hospital_client::load::mimic(&path)?,
-                LoadSource::Synthea => hospital_client::load::synthea(&path)?,
-                LoadSource::Reference => hospital_client::load::reference(&path)?,
-            };
-            let name = format!("{source:?}").to_lowercase();
-            let checkpoint = checkpoint.unwrap_or_else(|| hospital_client::checkpoint::default_path(&name, &path));
+            let checkpoint = checkpoint.unwrap_or_else(|| hospital_client::checkpoint::default_path(source, &path));
             if restart {
                 let _ = std::fs::remove_file(&checkpoint);
             }
-            load(&cli.endpoint, extract, batch_size, checkpoint).await?;
+            load(&cli.endpoint, source, path, batch_size, checkpoint).await?;
         }
         Command::Batch { command } => {
             let channel = hospital_client::connect(&cli.endpoint)
@@ -421,50 +404,49 @@ async fn hl7_send(to: &str, files: &[std::path::PathBuf]) -> anyhow::Result<()> 
 /// Streams an extract to the platform with a progress bar, then prints a summary.
 async fn load(
     endpoint: &str,
-    extract: hospital_client::load::Extract,
+    source: hospital_client::load::Source,
+    path: std::path::PathBuf,
     batch_size: usize,
     checkpoint: std::path::PathBuf,
 ) -> anyhow::Result<()> {
-    use hospital_client::checkpoint::{send_resumable, Checkpoint};
-    let hospital_client::load::Extract {
-        events,
-        problems,
-        skipped,
-    } = extract;
-    let total = events.len() as u64;
-    let (checkpoint, why) = Checkpoint::open(&checkpoint, &events);
+    use hospital_client::checkpoint::{fingerprint_inputs, load_resumable, Checkpoint};
+    let fingerprint = fingerprint_inputs(source, &path).with_context(|| format!("reading {}", path.display()))?;
+    let (checkpoint, why) = Checkpoint::open(&checkpoint, fingerprint);
     if let Some(why) = why {
         println!("{why}");
     }
     let resumed = checkpoint.acknowledged;
     if resumed > 0 {
         println!(
-            "resuming: {resumed} of {total} events were acknowledged by an earlier run ({}); sending the rest (--restart sends everything)",
+            "resuming: {resumed} events were acknowledged by an earlier run ({}); sending the rest (--restart sends everything)",
             checkpoint.path.display()
         );
     }
-    let bar = ProgressBar::new(total).with_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} events  {per_sec}  {msg}")
+    let bar = ProgressBar::new_spinner().with_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} events acknowledged  {per_sec}  {msg}")
             .context("progress template")?,
     );
-    bar.set_position(resumed);
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut rejected = 0usize;
     let opts = SenderOptions {
         endpoint: endpoint.into(),
         batch_size,
         ..Default::default()
     };
-    let report = send_resumable(events, checkpoint, &opts, |ack| {
+    let outcome = load_resumable(source, path, checkpoint, &opts, |ack| {
         rejected += ack.rejections.len();
         bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
         bar.set_message(format!("{rejected} rejected"));
     })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e} (progress is kept; run the same load again to resume)"))?;
+    .await?;
     bar.finish();
+    let report = outcome.sent;
+    let problems = outcome.read.problems;
+    let skipped = outcome.read.skipped;
     println!(
-        "{} events sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
-        total - resumed,
+        "{} events read, {} sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
+        outcome.events,
+        outcome.events - outcome.resumed_after,
         report.committed,
         report.rejections.len(),
         problems.len(),
