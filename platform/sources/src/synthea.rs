@@ -75,8 +75,8 @@
 //!   `UNITAMOUNT` in cents, currency USD. PAYMENT, TRANSFERIN and TRANSFEROUT rows move
 //!   money already charged: skipped and counted.
 //! - A charge's payer is its claim's primary payer: claims.csv `PRIMARYPATIENTINSURANCEID`
-//!   (a payers.csv `Id`; `0` means no insurance, left empty, and encounters.csv gives
-//!   those encounters the `NO_INSURANCE` payer). The transactions' own
+//!   (a payers.csv `Id`; `0` means no insurance: the export's `NO_INSURANCE` payer, as
+//!   encounters.csv gives those encounters). The transactions' own
 //!   `PATIENTINSURANCEID` is not a payer (it holds the patient's id). claims.csv is read
 //!   first into a claim -> payer map ([`ClaimPayers`], about one claim id per claim);
 //!   the transactions stream. A charge whose `CLAIMID` is not in claims.csv is a bad
@@ -498,6 +498,8 @@ const CLAIMS_COLUMNS: &[&str] = &["Id", "PRIMARYPATIENTINSURANCEID"];
 pub struct ClaimPayers {
     claims: HashMap<String, u32>,
     payers: Vec<String>,
+    /// The export's `NO_INSURANCE` payer, for claims whose primary payer is `0`.
+    uninsured: String,
 }
 
 impl ClaimPayers {
@@ -542,9 +544,20 @@ impl ClaimPayers {
         Ok((out, errors))
     }
 
-    /// The claim's primary payer (empty: none); `None` for a claim not in claims.csv.
+    /// The claim's primary payer (for no insurance the `NO_INSURANCE` payer when known,
+    /// else empty); `None` for a claim not in claims.csv.
     pub fn get(&self, claim: &str) -> Option<&str> {
-        self.claims.get(claim).map(|&i| self.payers[i as usize].as_str())
+        self.claims.get(claim).map(|&i| match self.payers[i as usize].as_str() {
+            "" => self.uninsured.as_str(),
+            payer => payer,
+        })
+    }
+
+    /// Charges of claims without insurance go to `payer` (the export's `NO_INSURANCE`
+    /// payer, as encounters.csv does), not to no payer.
+    pub fn with_uninsured(mut self, payer: impl Into<String>) -> Self {
+        self.uninsured = payer.into();
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -731,11 +744,27 @@ impl Export {
         let mut events = Events::with_reader(file, reader, columns, self.options.clone());
         if file == SyntheaFile::ClaimsTransactions {
             let (reader, columns) = table::open(&self.dir, CLAIMS_FILE, CLAIMS_COLUMNS)?;
-            let (claims, errors) = ClaimPayers::from_reader(reader, &columns)?;
+            let (mut claims, errors) = ClaimPayers::from_reader(reader, &columns)?;
+            if let Some(id) = self.uninsured_payer()? {
+                claims = claims.with_uninsured(id);
+            }
             events.pending.extend(errors.into_iter().map(Err));
             events = events.with_claims(claims);
         }
         Ok(events)
+    }
+
+    /// The `Id` of payers.csv's `NO_INSURANCE` row, if there is one.
+    fn uninsured_payer(&self) -> Result<Option<String>, SyntheaError> {
+        let file = SyntheaFile::Payers.file_name();
+        let (reader, columns) = table::open(&self.dir, file, &["Id", "NAME"])?;
+        for (line, record) in table::records(file, reader).flatten() {
+            let row = Row::new(&columns, &record, line);
+            if row.opt("NAME") == Some("NO_INSURANCE") {
+                return Ok(row.opt("Id").map(str::to_owned));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads every mapped file in [`SyntheaFile::ALL`] order, handing each event to

@@ -202,7 +202,13 @@ fn charge_lines_carry_the_transaction_and_the_claims_primary_payer() {
         .into_iter()
         .map(|r| (r["Id"].clone(), r))
         .collect();
-    let payers: BTreeSet<String> = rows(&dir, "payers.csv").into_iter().map(|r| r["Id"].clone()).collect();
+    let payer_rows = rows(&dir, "payers.csv");
+    let payers: BTreeSet<String> = payer_rows.iter().map(|r| r["Id"].clone()).collect();
+    let no_insurance = &payer_rows.iter().find(|r| r["NAME"] == "NO_INSURANCE").unwrap()["Id"];
+    let encounter_payer: HashMap<String, String> = rows(&dir, "encounters.csv")
+        .into_iter()
+        .map(|r| (r["Id"].clone(), r["PAYER"].clone()))
+        .collect();
     let mut total_cents = 0i64;
     let (mut insured, mut uninsured) = (0, 0);
     for t in rows(&dir, "claims_transactions.csv") {
@@ -235,8 +241,10 @@ fn charge_lines_carry_the_transaction_and_the_claims_primary_payer() {
         total_cents += c.unit_price_minor;
         let primary = &claims[&t["CLAIMID"]]["PRIMARYPATIENTINSURANCEID"];
         if primary == "0" {
+            // No insurance: the export's NO_INSURANCE payer, as encounters.csv has it.
             uninsured += 1;
-            assert_eq!(c.payer_code, "");
+            assert_eq!(&c.payer_code, no_insurance);
+            assert_eq!(&encounter_payer[&c.encounter_id], no_insurance);
         } else {
             insured += 1;
             assert_eq!(&c.payer_code, primary);
