@@ -28,6 +28,7 @@ fn events(days: i64, ed_arrivals_per_day: f64, seed: u64, prefix: &str) -> Vec<C
         ed_arrivals_per_day,
         electives_per_weekday: defaults.electives_per_weekday * ed_arrivals_per_day / defaults.ed_arrivals_per_day,
         source_prefix: prefix.into(),
+        warm_up_days: 0,
     })
     .collect()
 }

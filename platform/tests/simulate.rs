@@ -1,7 +1,8 @@
-//! The simulator end to end: ten days of the simulated hospital up to now, streamed
-//! through gRPC ingest, land whole in the warehouse (every event accepted at the door,
-//! every encounter, charge, diagnosis, procedure and result counted), give the census
-//! the hospital's state at the end, and raise NEWS2 alerts for its deteriorations.
+//! The simulator end to end: ten days of the simulated hospital up to now (after a week
+//! of warm-up, so it starts full with a go-live snapshot), streamed through gRPC ingest,
+//! land whole in the warehouse (every event accepted at the door, every encounter,
+//! charge, diagnosis, procedure and result counted), give the census the hospital's
+//! state at the end, and raise NEWS2 alerts for its deteriorations.
 
 mod common;
 
@@ -29,6 +30,7 @@ async fn ten_simulated_days_land_whole_and_drive_census_and_alerts() {
         seed: 5,
         start_secs: start,
         end_secs: Some(now - 60),
+        warm_up_days: 7,
         ..Default::default()
     });
     let events: Vec<_> = sim.by_ref().collect();

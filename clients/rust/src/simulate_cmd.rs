@@ -35,6 +35,11 @@ pub struct SimulateArgs {
     /// Planned surgical admissions per weekday.
     #[arg(long, default_value_t = 6.0)]
     electives_per_weekday: f64,
+    /// Days the hospital runs before the period without sending, so that it starts with
+    /// full wards; at the start it sends a go-live snapshot (registrations, the stays of
+    /// the patients in hospital, bed states). 0 starts with an empty hospital.
+    #[arg(long, default_value_t = 14)]
+    warm_up_days: u32,
     /// Prefix of the source system names (`sim` -> sim-adt, sim-lis, ...).
     #[arg(long, default_value = "sim")]
     source_prefix: String,
@@ -77,6 +82,7 @@ pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
         ed_arrivals_per_day: args.ed_arrivals_per_day,
         electives_per_weekday: args.electives_per_weekday,
         source_prefix: args.source_prefix,
+        warm_up_days: args.warm_up_days,
     };
     anyhow::ensure!(start < end || args.live, "the period is empty (it starts after now?)");
     println!(

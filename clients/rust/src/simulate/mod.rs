@@ -8,8 +8,9 @@
 //! except for theatre procedures (recorded when the operation ends, dated at its
 //! start), so a caller can stream a past period at full speed or release each event
 //! when the wall clock reaches it; memory is bounded by the patients in the hospital,
-//! not by the length of the period. A period starts with an empty hospital: the wards
-//! fill over the first week or so.
+//! not by the length of the period. A period starts with an empty hospital (the wards
+//! fill over the first week or so) unless [`SimOptions::warm_up_days`] runs it first and
+//! sends a go-live snapshot at the start.
 //!
 //! The hospital ([`hospital`]): 176 beds on seven wards (an acute medical unit,
 //! respiratory, cardiology, elderly care, general surgery, orthopaedics, ICU) and an
@@ -92,6 +93,12 @@ pub struct SimOptions {
     pub electives_per_weekday: f64,
     /// Prefix of the source system names (`sim` -> `sim-adt`, `sim-lis`, ...).
     pub source_prefix: String,
+    /// Days the hospital runs before the period without sending anything, so that the
+    /// period starts with full wards. At the start it sends what a go-live snapshot
+    /// would: every patient registered so far, and for each patient in hospital the
+    /// stay so far (ED arrival and triage, admission, transfers, diagnoses, medication
+    /// orders), dated when it happened; then the bed states. 0: an empty hospital.
+    pub warm_up_days: u32,
 }
 
 impl Default for SimOptions {
@@ -105,6 +112,7 @@ impl Default for SimOptions {
             ed_arrivals_per_day: 90.0,
             electives_per_weekday: 6.0,
             source_prefix: "sim".into(),
+            warm_up_days: 0,
         }
     }
 }
@@ -150,6 +158,9 @@ pub struct Simulator {
     in_ed: u64,
     stats: SimStats,
     finished: bool,
+    /// Before the period (warm-up): stays' events are kept here, by encounter, not sent.
+    warming: bool,
+    warm_stays: BTreeMap<String, Vec<pb::ClinicalEvent>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +173,7 @@ enum Bed {
 
 struct Person {
     mrn: String,
+    registered_at: i64,
     demographics: pb::PatientDemographics,
     age: i32,
     in_hospital: bool,
@@ -273,6 +285,7 @@ enum Action {
     Discharge(u64),
     Death(u64),
     BedReady(usize, usize),
+    GoLive,
 }
 
 struct Scheduled {
@@ -326,10 +339,20 @@ impl Simulator {
             in_ed: 0,
             stats: SimStats::default(),
             finished: false,
+            warming: false,
+            warm_stays: BTreeMap::new(),
             opts,
         };
-        sim.reference_data();
-        let start = sim.opts.start_secs;
+        let period = sim.opts.start_secs;
+        let start = period - i64::from(sim.opts.warm_up_days) * DAY;
+        if start < period {
+            sim.now = start;
+            sim.warming = true;
+            // First at the period's start (lowest sequence number among equal times).
+            sim.schedule(period, Action::GoLive);
+        } else {
+            sim.reference_data();
+        }
         sim.schedule(start, Action::NextEdArrival);
         let first_midnight = start.div_euclid(DAY) * DAY + if start.rem_euclid(DAY) == 0 { 0 } else { DAY };
         sim.schedule(first_midnight, Action::DayStart);
@@ -365,27 +388,92 @@ impl Simulator {
     }
 
     fn emit(&mut self, system: &str, person: Option<usize>, payload: Payload) {
-        self.event_seq += 1;
-        let event_id = format!("{}{}-{:09}", self.opts.source_prefix, self.tag, self.event_seq);
+        let event_id = self.next_event_id();
         self.push_event(event_id, system, person, payload);
     }
 
+    fn next_event_id(&mut self) -> String {
+        self.event_seq += 1;
+        format!("{}{}-{:09}", self.opts.source_prefix, self.tag, self.event_seq)
+    }
+
     fn push_event(&mut self, event_id: String, system: &str, person: Option<usize>, payload: Payload) {
-        self.stats.events += 1;
+        let at = self.now;
+        self.push_event_at(event_id, system, person, payload, at);
+    }
+
+    fn push_event_at(&mut self, event_id: String, system: &str, person: Option<usize>, payload: Payload, at: i64) {
         let patient = person.map(|p| pb::PatientRef {
             mrn: self.people[p].mrn.clone(),
             assigning_authority: "HOSP".into(),
         });
-        self.out.push_back(pb::ClinicalEvent {
+        let event = pb::ClinicalEvent {
             event_id,
             source_system: self.source(system),
-            occurred_at: Some(Timestamp {
-                seconds: self.now,
-                nanos: 0,
-            }),
+            occurred_at: Some(Timestamp { seconds: at, nanos: 0 }),
             patient,
             payload: Some(payload),
-        });
+        };
+        if self.warming {
+            self.keep_for_snapshot(event);
+        } else {
+            self.stats.events += 1;
+            self.out.push_back(event);
+        }
+    }
+
+    /// During warm-up: what a go-live snapshot needs of a stay, by encounter. Vital
+    /// signs, results, administrations, bed states and charges before the period are
+    /// not sent; registrations are sent from the people at go-live.
+    fn keep_for_snapshot(&mut self, event: pb::ClinicalEvent) {
+        let encounter = match &event.payload {
+            Some(Payload::EdArrival(a)) => &a.encounter_id,
+            Some(Payload::EdTriage(t)) => &t.encounter_id,
+            Some(Payload::Admission(a)) => &a.encounter_id,
+            Some(Payload::Transfer(t)) => &t.encounter_id,
+            Some(Payload::Diagnosis(d)) => &d.encounter_id,
+            Some(Payload::Procedure(p)) => &p.encounter_id,
+            Some(Payload::MedicationOrder(o)) => &o.encounter_id,
+            Some(Payload::Discharge(d)) => {
+                self.warm_stays.remove(&d.encounter_id);
+                return;
+            }
+            _ => return,
+        };
+        self.warm_stays.entry(encounter.clone()).or_default().push(event);
+    }
+
+    /// The period starts: reference data, every patient registered so far, the stays
+    /// of those in hospital, the beds that are not available; counts start from here.
+    fn go_live(&mut self) {
+        self.warming = false;
+        self.stats = SimStats::default();
+        self.reference_data();
+        for p in 0..self.people.len() {
+            let (at, demographics) = (self.people[p].registered_at, self.people[p].demographics.clone());
+            let id = self.next_event_id();
+            self.push_event_at(id, "adt", Some(p), Payload::PatientRegistered(demographics), at);
+        }
+        let active: Vec<String> = self.stays.values().map(|s| s.encounter.clone()).collect();
+        for encounter in active {
+            for event in self.warm_stays.remove(&encounter).unwrap_or_default() {
+                self.stats.events += 1;
+                self.out.push_back(event);
+            }
+        }
+        self.warm_stays.clear();
+        for w in 0..self.beds.len() {
+            for b in 0..self.beds[w].len() {
+                let state = match self.beds[w][b] {
+                    Bed::Available => continue,
+                    Bed::Occupied => pb::BedState::Occupied,
+                    Bed::Cleaning => pb::BedState::Cleaning,
+                    Bed::Blocked => pb::BedState::Blocked,
+                };
+                self.bed_status(w, b, state);
+            }
+        }
+        self.stats.max_occupied_beds = self.beds.iter().flatten().filter(|b| **b == Bed::Occupied).count() as u64;
     }
 
     /// Wards, formulary and payers, with ids that do not depend on the run: every run
@@ -473,6 +561,7 @@ impl Simulator {
             Action::LeaveAssessmentUnit(id) => self.leave_assessment_unit(id),
             Action::Discharge(id) => self.discharge(id, false),
             Action::Death(id) => self.discharge(id, true),
+            Action::GoLive => self.go_live(),
             Action::BedReady(w, b) => {
                 if matches!(self.beds[w][b], Bed::Cleaning | Bed::Blocked) {
                     self.beds[w][b] = Bed::Available;
@@ -536,6 +625,7 @@ impl Simulator {
             age,
             in_hospital: true,
             deceased: false,
+            registered_at: self.now,
         });
         let p = self.people.len() - 1;
         self.emit("adt", Some(p), Payload::PatientRegistered(demographics));
@@ -952,27 +1042,17 @@ impl Simulator {
         let (person, encounter) = (stay.person, stay.encounter.clone());
         let surgeon = format!("DR{:03}", self.rng.random_range(1..60));
         let end = self.now;
-        self.emit(
-            "adt",
-            Some(person),
-            Payload::Procedure(pb::ProcedurePerformed {
-                encounter_id: encounter,
-                code: code.into(),
-                code_system: pb::CodeSystem::Cpt as i32,
-                display: description.into(),
-                ended_at: Some(Timestamp { seconds: end, nanos: 0 }),
-                rank: 1,
-                performer: surgeon,
-            }),
-        );
-        if let Some(Payload::Procedure(_)) = self.out.back().and_then(|e| e.payload.as_ref()) {
-            if let Some(e) = self.out.back_mut() {
-                e.occurred_at = Some(Timestamp {
-                    seconds: start,
-                    nanos: 0,
-                });
-            }
-        }
+        let event_id = self.next_event_id();
+        let procedure = Payload::Procedure(pb::ProcedurePerformed {
+            encounter_id: encounter,
+            code: code.into(),
+            code_system: pb::CodeSystem::Cpt as i32,
+            display: description.into(),
+            ended_at: Some(Timestamp { seconds: end, nanos: 0 }),
+            rank: 1,
+            performer: surgeon,
+        });
+        self.push_event_at(event_id, "adt", Some(person), procedure, start);
     }
 
     fn leave_assessment_unit(&mut self, id: u64) {

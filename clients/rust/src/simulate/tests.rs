@@ -92,13 +92,11 @@ fn stats_agree_with_the_events_and_every_encounter_is_accounted_for() {
 
 /// Per bed: who is in it from when; no two encounters at once, and a bed is only
 /// occupied after it was freed and cleaned.
-#[test]
-fn no_bed_holds_two_patients() {
-    let (events, _) = run(14, 3);
+fn assert_no_bed_holds_two_patients(events: &[pb::ClinicalEvent]) {
     let mut holder: HashMap<String, String> = HashMap::new();
     let mut state: HashMap<String, i32> = HashMap::new();
     let mut bed_of: HashMap<String, String> = HashMap::new();
-    for e in &events {
+    for e in events {
         match &e.payload {
             Some(Payload::Admission(a)) => {
                 let bed = a.location.as_ref().unwrap().bed_code.clone();
@@ -136,6 +134,96 @@ fn no_bed_holds_two_patients() {
             _ => {}
         }
     }
+}
+
+#[test]
+fn no_bed_holds_two_patients() {
+    let (events, _) = run(14, 3);
+    assert_no_bed_holds_two_patients(&events);
+}
+
+/// A warmed-up hospital starts full, and its go-live snapshot is whole: every patient is
+/// registered and every encounter introduced (ED arrival or admission) before anything
+/// refers to them; nothing before the period is sent but the snapshot's kinds.
+#[test]
+fn a_warmed_up_hospital_starts_full_with_a_consistent_snapshot() {
+    let start = SimOptions::default().start_secs;
+    let mut sim = Simulator::new(SimOptions {
+        warm_up_days: 14,
+        end_secs: Some(start + 3 * DAY),
+        ..Default::default()
+    });
+    let events: Vec<_> = sim.by_ref().collect();
+    let stats = sim.stats();
+    assert_no_bed_holds_two_patients(&events);
+    let occupied_at_start = events
+        .iter()
+        .take_while(|e| at(e) <= start)
+        .filter(|e| matches!(&e.payload, Some(Payload::BedStatus(b)) if b.state == pb::BedState::Occupied as i32))
+        .count();
+    assert!(
+        occupied_at_start > 120,
+        "{occupied_at_start} beds occupied at the start"
+    );
+    let mut registered = HashSet::new();
+    let mut introduced = HashSet::new();
+    for e in &events {
+        let encounter = match &e.payload {
+            Some(Payload::PatientRegistered(_)) => {
+                registered.insert(e.patient.as_ref().unwrap().mrn.clone());
+                None
+            }
+            Some(Payload::EdArrival(a)) => {
+                introduced.insert(a.encounter_id.clone());
+                None
+            }
+            Some(Payload::Admission(a)) => {
+                introduced.insert(a.encounter_id.clone());
+                None
+            }
+            Some(Payload::EdTriage(t)) => Some(&t.encounter_id),
+            Some(Payload::Transfer(t)) => Some(&t.encounter_id),
+            Some(Payload::Discharge(d)) => Some(&d.encounter_id),
+            Some(Payload::VitalSigns(v)) => Some(&v.encounter_id),
+            Some(Payload::MedicationAdministration(m)) => Some(&m.encounter_id),
+            _ => None,
+        };
+        if let Some(encounter) = encounter {
+            assert!(
+                introduced.contains(encounter),
+                "{} before its encounter {encounter}",
+                e.event_id
+            );
+        }
+        if let Some(p) = &e.patient {
+            assert!(
+                registered.contains(&p.mrn),
+                "{} before {} is registered",
+                e.event_id,
+                p.mrn
+            );
+        }
+        if at(e) < start {
+            assert!(
+                matches!(
+                    e.payload,
+                    Some(
+                        Payload::PatientRegistered(_)
+                            | Payload::EdArrival(_)
+                            | Payload::EdTriage(_)
+                            | Payload::Admission(_)
+                            | Payload::Transfer(_)
+                            | Payload::Diagnosis(_)
+                            | Payload::Procedure(_)
+                            | Payload::MedicationOrder(_)
+                    )
+                ),
+                "{e:?} sent from before the period"
+            );
+        }
+    }
+    // Counting starts at the period: discharges include patients admitted before it.
+    assert!(stats.discharges > stats.ed_arrivals / 2, "{stats:?}");
 }
 
 #[test]
