@@ -8,7 +8,7 @@
 //! (staging.flush_interval_ms, default 100).
 
 mod common;
-use common::{percentile, vm_hwm_kib};
+use common::{now_secs, percentile, vm_hwm_kib};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,13 +29,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// One vital-signs set of the probe patient: `sick` scores 7+ (high), otherwise 0.

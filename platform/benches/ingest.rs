@@ -9,7 +9,7 @@
 //! default; BENCH_FLUSH_MS overrides staging.flush_interval_ms). Starts its own ClickHouse server (hospital-testkit) in a temp directory.
 
 mod common;
-use common::{percentile, vm_hwm_kib};
+use common::{now_secs, percentile, vm_hwm_kib};
 
 use std::time::{Duration, Instant};
 
@@ -44,10 +44,7 @@ fn main() {
 
 /// One vital-signs set per event: five LOINC observations, as a bedside monitor sends.
 fn vitals(n: usize, source: &str) -> Vec<pb::ClinicalEvent> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_secs();
     (0..n)
         .map(|i| pb::ClinicalEvent {
             event_id: format!("{source}-{i}"),
@@ -95,10 +92,7 @@ struct Row {
 
 /// `n` events of the simulated hospital (the 60 days before now, as many as it takes).
 fn simulated(n: usize) -> impl Iterator<Item = pb::ClinicalEvent> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_secs();
     let start = (now - 60 * 86_400).div_euclid(86_400) * 86_400;
     Simulator::new(SimOptions {
         seed: 1,

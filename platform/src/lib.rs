@@ -17,7 +17,7 @@ pub mod staging;
 pub mod warehouse;
 
 /// Wall-clock time in ms since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -8,30 +8,11 @@ use std::time::Duration;
 
 use common::*;
 use hospital_client::sender::{send_events, SenderOptions};
-use hospital_client::simulate::{SimOptions, Simulator};
 use hospital_platform::server;
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::realtime::change_feed_service_client::ChangeFeedServiceClient;
 use hospital_proto::realtime::{ChangeEvent, SubscribeRequest};
 use tonic::Code;
-
-/// `days` of a simulated hospital seeing `ed_arrivals_per_day` (and planned admissions in
-/// the default proportion), from a fixed Monday in the past; its systems are named
-/// `<prefix>-adt`, `<prefix>-eobs`, ...
-fn events(days: i64, ed_arrivals_per_day: f64, seed: u64, prefix: &str) -> Vec<ClinicalEvent> {
-    let defaults = SimOptions::default();
-    let start = defaults.start_secs;
-    Simulator::new(SimOptions {
-        seed,
-        start_secs: start,
-        end_secs: Some(start + days * 86_400),
-        ed_arrivals_per_day,
-        electives_per_weekday: defaults.electives_per_weekday * ed_arrivals_per_day / defaults.ed_arrivals_per_day,
-        source_prefix: prefix.into(),
-        warm_up_days: 0,
-    })
-    .collect()
-}
 
 async fn send(addr: std::net::SocketAddr, evs: Vec<ClinicalEvent>) {
     let n = evs.len();
@@ -85,7 +66,7 @@ fn staged_positions(ch: &hospital_testkit::ClickHouseServer, after: u64) -> Vec<
 async fn resume_after_a_position_has_no_gap_and_no_repeat_across_a_restart() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    send(platform.local_addr(), events(2, 10.0, 1, "ehr-a")).await;
+    send(platform.local_addr(), simulated(2, 10.0, 1, "ehr-a")).await;
     let staged = staged_positions(&ch, 0);
 
     // From the start: every staged row, in order.
@@ -97,7 +78,7 @@ async fn resume_after_a_position_has_no_gap_and_no_repeat_across_a_restart() {
     drop(feed);
 
     // More events while nobody listens, then a restart of the platform.
-    send(platform.local_addr(), events(2, 5.0, 2, "ehr-b")).await;
+    send(platform.local_addr(), simulated(2, 5.0, 2, "ehr-b")).await;
     platform.shutdown().await.unwrap();
     let platform = start_platform(&ch).await;
 
@@ -114,7 +95,7 @@ async fn resume_after_a_position_has_no_gap_and_no_repeat_across_a_restart() {
     let history = take(&mut feed, expected_history.len()).await;
     assert_eq!(history.iter().map(|e| e.position).collect::<Vec<_>>(), expected_history);
 
-    let live = events(1, 5.0, 3, "ehr-c");
+    let live = simulated(1, 5.0, 3, "ehr-c");
     let live_n = live.len();
     send(platform.local_addr(), live).await;
     let last = *expected_history.last().unwrap();
@@ -142,7 +123,7 @@ async fn a_stalled_subscriber_does_not_hold_up_ingest_and_catches_up() {
 
     // The subscriber reads nothing while a few thousand events are ingested: every one
     // is acknowledged (ingest is not held up).
-    let evs = events(3, 40.0, 4, "ehr-a");
+    let evs = simulated(3, 40.0, 4, "ehr-a");
     let n = evs.len();
     assert!(n > 2_000, "{n}");
     send(platform.local_addr(), evs).await;
@@ -160,7 +141,7 @@ async fn a_stalled_subscriber_does_not_hold_up_ingest_and_catches_up() {
 async fn filters_by_kind_and_patient_and_refuses_unknown_kinds() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let evs = events(2, 10.0, 5, "ehr-a");
+    let evs = simulated(2, 10.0, 5, "ehr-a");
     let admissions = evs
         .iter()
         .filter(|e| {

@@ -187,10 +187,7 @@ async fn diagnoses_and_procedures_reach_the_warehouse_once() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
     let addr = platform.local_addr();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_secs();
     // Midday ten days ago: every event of the encounter on one UTC day.
     let t0 = (now - 10 * DAY).div_euclid(DAY) * DAY + 9 * HOUR;
     let all = events(t0);

@@ -7,37 +7,12 @@ use std::collections::{BTreeMap, HashSet};
 
 use common::*;
 use hospital_client::sender::{send_events, SenderOptions};
-use hospital_client::simulate::{SimOptions, Simulator};
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::IngestRequest;
 use prost_types::Timestamp;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-/// `days` of a simulated hospital seeing `ed_arrivals_per_day` (and planned admissions in
-/// the default proportion), from a fixed Monday in the past, so that nothing lies in the
-/// future.
-fn events(days: i64, ed_arrivals_per_day: f64, seed: u64) -> Vec<ClinicalEvent> {
-    let defaults = SimOptions::default();
-    let start = defaults.start_secs;
-    Simulator::new(SimOptions {
-        seed,
-        start_secs: start,
-        end_secs: Some(start + days * 86_400),
-        ed_arrivals_per_day,
-        electives_per_weekday: defaults.electives_per_weekday * ed_arrivals_per_day / defaults.ed_arrivals_per_day,
-        ..defaults
-    })
-    .collect()
-}
-
-fn time_now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// Breaks an event in one of several ways; returns the field the rejection must name.
 fn break_event(e: &mut ClinicalEvent, how: usize) -> &'static str {
@@ -48,7 +23,7 @@ fn break_event(e: &mut ClinicalEvent, how: usize) -> &'static str {
         }
         1 => {
             e.occurred_at = Some(Timestamp {
-                seconds: time_now_secs() + 86_400,
+                seconds: now_secs() + 86_400,
                 nanos: 0,
             });
             "occurred_at"
@@ -88,7 +63,7 @@ fn kinds(events: &[ClinicalEvent]) -> BTreeMap<&'static str, usize> {
 async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_rows() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let good = events(3, 100.0, 1);
+    let good = simulated(3, 100.0, 1, "sim");
     assert!(good.len() > 5_000, "a stream of thousands: {}", good.len());
 
     // Requests of 250: the good events in order, every 7th request also resends 40
@@ -178,7 +153,7 @@ async fn unary_batch_commits_the_good_and_names_the_bad() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
     let mut client = ingest_client(platform.local_addr()).await;
-    let mut evs: Vec<_> = events(1, 5.0, 2)
+    let mut evs: Vec<_> = simulated(1, 5.0, 2, "sim")
         .into_iter()
         .filter(|e| e.patient.is_some())
         .take(10)
@@ -236,7 +211,7 @@ async fn unary_batch_commits_the_good_and_names_the_bad() {
 async fn clickhouse_down_gives_unavailable_without_ack_then_recovers() {
     let mut ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let evs = events(2, 10.0, 3);
+    let evs = simulated(2, 10.0, 3, "sim");
     let (first, rest) = evs.split_at(200);
 
     let (tx, mut acks) = open_stream(platform.local_addr()).await;
@@ -311,7 +286,7 @@ async fn platform_killed_mid_stream_loses_nothing_acked_and_resend_adds_no_dupli
     let ch = clickhouse();
     let port = hospital_testkit::free_port();
     let mut proc = PlatformProcess::spawn(&ch, port);
-    let evs = events(2, 100.0, 4);
+    let evs = simulated(2, 100.0, 4, "sim");
 
     let (tx, mut acks) = open_stream(proc.addr).await;
     let requests: Vec<_> = evs.chunks(100).enumerate().map(|(i, c)| request(i, c)).collect();
@@ -467,7 +442,7 @@ fn warehouse_counts_match(
 async fn graceful_shutdown_answers_or_refuses_every_request_and_flushes() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let evs = events(2, 40.0, 5);
+    let evs = simulated(2, 40.0, 5, "sim");
     let (tx, mut acks) = open_stream(platform.local_addr()).await;
     let n = evs.chunks(50).len();
     for (i, c) in evs.chunks(50).enumerate() {

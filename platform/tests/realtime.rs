@@ -15,13 +15,6 @@ use hospital_proto::realtime::{
 };
 use prost_types::Timestamp;
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 struct Events {
     t0: i64,
     n: usize,

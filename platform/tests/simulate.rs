@@ -21,10 +21,7 @@ const DAY: i64 = 86_400;
 async fn ten_simulated_days_land_whole_and_drive_census_and_alerts() {
     let ch = clickhouse();
     let platform = start_platform(&ch).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_secs();
     let start = (now - 10 * DAY).div_euclid(DAY) * DAY;
     let mut sim = Simulator::new(SimOptions {
         seed: 5,

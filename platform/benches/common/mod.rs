@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Wall-clock seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    hospital_platform::now_ms() / 1000
+}
+
 /// The `p` quantile (0..=1) of sorted durations, nearest rank; zero when empty.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

@@ -22,6 +22,30 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+/// Wall-clock seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    hospital_platform::now_ms() / 1000
+}
+
+/// `days` of a simulated hospital seeing `ed_arrivals_per_day` (and planned admissions in
+/// the default proportion), from a fixed Monday in the past, so that nothing lies in the
+/// future; its systems are named `<prefix>-adt`, `<prefix>-eobs`, ...
+pub fn simulated(days: i64, ed_arrivals_per_day: f64, seed: u64, prefix: &str) -> Vec<ClinicalEvent> {
+    use hospital_client::simulate::{SimOptions, Simulator};
+    let defaults = SimOptions::default();
+    let start = defaults.start_secs;
+    Simulator::new(SimOptions {
+        seed,
+        start_secs: start,
+        end_secs: Some(start + days * 86_400),
+        ed_arrivals_per_day,
+        electives_per_weekday: defaults.electives_per_weekday * ed_arrivals_per_day / defaults.ed_arrivals_per_day,
+        source_prefix: prefix.into(),
+        warm_up_days: 0,
+    })
+    .collect()
+}
+
 pub fn clickhouse() -> ClickHouseServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
