@@ -98,7 +98,7 @@ pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
     );
     if args.dry_run {
         let mut sim = Simulator::new(opts);
-        let counts = count_by_kind(sim.by_ref().collect::<Vec<_>>().iter());
+        let counts = count_by_kind(sim.by_ref());
         print_stats(&sim.stats());
         for (kind, n) in counts {
             println!("  {kind:<26} {n:>9}");

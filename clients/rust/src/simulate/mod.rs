@@ -1601,11 +1601,14 @@ fn daytime(t: i64, rng: &mut StdRng) -> i64 {
     }
 }
 
-/// How many events of each kind (for summaries).
-pub fn count_by_kind<'a>(events: impl IntoIterator<Item = &'a pb::ClinicalEvent>) -> BTreeMap<&'static str, u64> {
+/// How many events of each kind (for summaries), from a slice or straight from a
+/// running simulator.
+pub fn count_by_kind<E: std::borrow::Borrow<pb::ClinicalEvent>>(
+    events: impl IntoIterator<Item = E>,
+) -> BTreeMap<&'static str, u64> {
     let mut counts = BTreeMap::new();
     for e in events {
-        if let Some(p) = &e.payload {
+        if let Some(p) = &e.borrow().payload {
             *counts.entry(p.kind()).or_default() += 1;
         }
     }
