@@ -32,6 +32,8 @@
 //!
 //! The `hospital-clickhouse` binary of this crate runs such a server in the
 //! foreground on fixed ports and a kept directory, for the local demo.
+//!
+//! [`shared_data`] finds the shared hospital test data for every crate's tests.
 
 mod config;
 mod error;
@@ -40,3 +42,22 @@ mod server;
 
 pub use error::TestkitError;
 pub use server::{free_port, ping, ClickHouseServer, ServerOptions, BINARY_ENV};
+
+use std::path::PathBuf;
+
+/// A path in the shared hospital test data (`shared/data` beside the repository
+/// checkout, or `$HOSPITAL_SHARED_DATA`), e.g. `shared_data("mimic3_demo")`. Panics when
+/// it is missing: a test must not pass by testing nothing.
+pub fn shared_data(sub: &str) -> PathBuf {
+    let root = match std::env::var_os("HOSPITAL_SHARED_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+    };
+    let path = root.join(sub);
+    assert!(
+        path.exists(),
+        "{} is required: check out shared/data beside the repository or set HOSPITAL_SHARED_DATA",
+        path.display()
+    );
+    path
+}

@@ -18,9 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 fn bundle_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     base.join("synthea_fhir_r4/bundles")
 }
 

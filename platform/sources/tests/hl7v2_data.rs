@@ -15,9 +15,7 @@ use hospital_sources::hl7v2::{
 use time::macros::{datetime, offset};
 
 fn data_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     let dir = base.join("hl7v2");
     assert!(
         dir.is_dir(),

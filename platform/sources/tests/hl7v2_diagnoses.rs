@@ -4,59 +4,13 @@
 //! files, hand-written messages for the rules the samples do not exercise, and bad input
 //! that must fail the whole message naming the HL7 field.
 
-use std::path::PathBuf;
+mod common;
 
+use common::*;
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{ClinicalEvent, CodeSystem, Diagnosis, DiagnosisRole, ProcedurePerformed};
-use hospital_sources::hl7v2::map::{to_events, MapError, MapOptions};
-use hospital_sources::hl7v2::{parse_file, parse_message, Message};
-use prost_types::Timestamp;
 use serde_json::Value;
 use time::macros::datetime;
-use time::OffsetDateTime;
-
-fn hl7_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    base.join("hl7v2")
-}
-
-fn sample(path: &str) -> Message {
-    let path = hl7_dir().join(path);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "HL7 v2 sample not found at {} ({e}). Check out shared/data beside the repository or set HOSPITAL_SHARED_DATA.",
-            path.display()
-        )
-    });
-    let mut items = parse_file(&bytes);
-    assert_eq!(items.len(), 1, "{}", path.display());
-    items.remove(0).expect("the sample parses")
-}
-
-fn converter(name: &str) -> Message {
-    sample(&format!("microsoft_FHIR-Converter/messages/{name}"))
-}
-
-fn map(m: &Message) -> Result<Vec<ClinicalEvent>, MapError> {
-    to_events(m, &MapOptions::default())
-}
-
-fn map_text(text: &str) -> Result<Vec<ClinicalEvent>, MapError> {
-    map(&parse_message(text.as_bytes()).expect("the hand-written message parses"))
-}
-
-fn err(text: &str) -> MapError {
-    map_text(text).expect_err("the message must not map")
-}
-
-fn ts(t: OffsetDateTime) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: t.nanosecond() as i32,
-    })
-}
 
 fn diagnosis(e: &ClinicalEvent) -> &Diagnosis {
     match &e.payload {
@@ -214,22 +168,6 @@ fn ids_of_the_other_events_do_not_shift() {
         coded += dx_px.len();
     }
     assert_eq!(coded, 9);
-}
-
-fn expected_fhir(name: &str) -> Vec<Value> {
-    let path = hl7_dir().join("microsoft_FHIR-Converter/expected_fhir_r4").join(name);
-    let bundle: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["resource"].clone())
-        .collect()
-}
-
-fn instant(v: &Value) -> Option<Timestamp> {
-    let t = OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
-    ts(t)
 }
 
 /// The same code, name, times, role, rank and surgeon as Microsoft's FHIR-Converter reads

@@ -3,7 +3,6 @@
 //! of mapped values against the files, and the errors of the rest.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{AbnormalFlag, AdministrativeSex, ClinicalEvent, EncounterClass};
@@ -13,9 +12,7 @@ use prost_types::Timestamp;
 use time::macros::datetime;
 
 fn messages() -> BTreeMap<String, Message> {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     let dir = base.join("hl7v2/microsoft_FHIR-Converter/messages");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
         panic!(

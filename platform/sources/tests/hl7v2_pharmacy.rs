@@ -4,51 +4,14 @@
 //! files, hand-written RAS administrations (the set has none), and bad input that must
 //! fail naming the HL7 field.
 
-use std::path::PathBuf;
+mod common;
 
+use common::*;
 use hospital_proto::events::clinical_event::Payload;
 use hospital_proto::events::{ClinicalEvent, MedicationEvent, MedicationOrder};
-use hospital_sources::hl7v2::map::{to_events, MapError, MapOptions};
-use hospital_sources::hl7v2::{parse_file, parse_message, Message};
-use prost_types::Timestamp;
+use hospital_sources::hl7v2::map::MapError;
 use serde_json::Value;
 use time::macros::datetime;
-use time::OffsetDateTime;
-
-fn converter_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    base.join("hl7v2/microsoft_FHIR-Converter")
-}
-
-fn sample(name: &str) -> Message {
-    let path = converter_dir().join("messages").join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "HL7 v2 sample not found at {} ({e}). Check out shared/data beside the repository or set HOSPITAL_SHARED_DATA.",
-            path.display()
-        )
-    });
-    let mut items = parse_file(&bytes);
-    assert_eq!(items.len(), 1, "{name}");
-    items.remove(0).expect("the sample parses")
-}
-
-fn map(m: &Message) -> Result<Vec<ClinicalEvent>, MapError> {
-    to_events(m, &MapOptions::default())
-}
-
-fn map_text(text: &str) -> Result<Vec<ClinicalEvent>, MapError> {
-    map(&parse_message(text.as_bytes()).expect("the hand-written message parses"))
-}
-
-fn ts(t: OffsetDateTime) -> Option<Timestamp> {
-    Some(Timestamp {
-        seconds: t.unix_timestamp(),
-        nanos: 0,
-    })
-}
 
 fn order(e: &ClinicalEvent) -> &MedicationOrder {
     match &e.payload {
@@ -118,13 +81,13 @@ fn assert_nicardipine_order(name: &str, e: &ClinicalEvent) {
 #[test]
 fn rde_samples_make_one_order_per_order_group() {
     for name in ["RDE-O11-01.hl7", "RDE-O25-01.hl7"] {
-        let e = map(&sample(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let e = map(&converter(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
         assert_eq!(e.len(), 1, "{name}");
         assert_common(name, &e);
         assert_nicardipine_order(name, &e[0]);
     }
     for name in ["RDE-O11-02.hl7", "RDE-O25-02.hl7"] {
-        let e = map(&sample(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
+        let e = map(&converter(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
         assert_eq!(e.len(), 2, "{name}");
         assert_common(name, &e);
         assert_nicardipine_order(name, &e[0]);
@@ -163,7 +126,7 @@ fn rds_samples_make_one_dispense_per_rxd() {
         // RXD-3 has no offset: read in the default offset, UTC.
         assert_eq!(e.occurred_at, ts(datetime!(2020-12-12 00:00 UTC)), "{name}");
     };
-    let e = map(&sample("RDS-O13-01.hl7")).unwrap();
+    let e = map(&converter("RDS-O13-01.hl7")).unwrap();
     assert_eq!(e.len(), 1);
     assert_common("RDS-O13-01.hl7", &e);
     doxycycline("RDS-O13-01.hl7", &e[0]);
@@ -171,7 +134,7 @@ fn rds_samples_make_one_dispense_per_rxd() {
     // RDS-O13-02 repeats that group and adds a second one whose
     // RXD|1|308191^amoxicillin 500 MG Oral Capsule^RXNORM|20201212|10|385049006^Capsule^SCT
     // is followed by RXR|ADB^Abdomen^HL70162.
-    let e = map(&sample("RDS-O13-02.hl7")).unwrap();
+    let e = map(&converter("RDS-O13-02.hl7")).unwrap();
     assert_eq!(e.len(), 2);
     assert_common("RDS-O13-02.hl7", &e);
     doxycycline("RDS-O13-02.hl7", &e[0]);
@@ -182,22 +145,6 @@ fn rds_samples_make_one_dispense_per_rxd() {
         (10.0, "Capsule", "ADB")
     );
     assert_eq!(e[1].occurred_at, ts(datetime!(2020-12-12 00:00 UTC)));
-}
-
-fn expected_fhir(name: &str) -> Vec<Value> {
-    let path = converter_dir().join("expected_fhir_r4").join(name);
-    let bundle: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    bundle["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["resource"].clone())
-        .collect()
-}
-
-fn instant(v: &Value) -> Option<Timestamp> {
-    let t = OffsetDateTime::parse(v.as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
-    ts(t)
 }
 
 /// The same drug, dose, unit, route and timing as Microsoft's FHIR-Converter reads from
@@ -220,7 +167,7 @@ fn values_agree_with_the_fhir_converter() {
         .iter()
         .find(|r| r["resourceType"] == "MedicationRequest" && r["intent"] == "filler-order")
         .unwrap();
-    let e = map(&sample("RDE-O11-01.hl7")).unwrap();
+    let e = map(&converter("RDE-O11-01.hl7")).unwrap();
     let o = order(&e[0]);
     let coding = medication_code(request);
     assert_eq!(coding["code"], o.drug_code.as_str());
@@ -247,7 +194,7 @@ fn values_agree_with_the_fhir_converter() {
         .iter()
         .find(|r| r["resourceType"] == "MedicationDispense" && r.get("whenHandedOver").is_some())
         .unwrap();
-    let e = map(&sample("RDS-O13-01.hl7")).unwrap();
+    let e = map(&converter("RDS-O13-01.hl7")).unwrap();
     let d = dispense(&e[0]);
     let med_id = fhir["medicationReference"]["reference"].as_str().unwrap();
     let med = resources
@@ -342,10 +289,6 @@ fn version_2_3_order_reads_rxe_1_timing() {
         (o.starts_at, o.ends_at),
         (ts(datetime!(2024-03-01 12:00 UTC)), ts(datetime!(2024-03-03 12:00 UTC)))
     );
-}
-
-fn err(text: &str) -> MapError {
-    map_text(text).expect_err("the message must not map")
 }
 
 #[test]

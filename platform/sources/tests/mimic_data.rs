@@ -15,9 +15,7 @@ use time::PrimitiveDateTime;
 const WEEK: i64 = 7 * 24 * 3600;
 
 fn export_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     let dir = base.join("mimic3_demo");
     assert!(
         dir.join("PATIENTS.csv").is_file() && dir.join("CHARTEVENTS_VITALS.csv.gz").is_file(),

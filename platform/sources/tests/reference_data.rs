@@ -16,9 +16,7 @@ fn catalogue_dir() -> PathBuf {
 }
 
 fn synthea_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     let dir = base.join("synthea_csv");
     assert!(
         dir.join("medications.csv").is_file(),

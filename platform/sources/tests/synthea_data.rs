@@ -15,9 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 fn export_dir() -> PathBuf {
-    let base = std::env::var_os("HOSPITAL_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+    let base = hospital_testkit::shared_data("");
     let dir = base.join("synthea_csv");
     assert!(
         dir.join("patients.csv").is_file(),

@@ -214,19 +214,8 @@ pub fn staged(e: &ClinicalEvent) -> StagedEvent {
 
 /// The shared hospital data sets (`../shared/data` beside the checkout, or
 /// `$HOSPITAL_SHARED_DATA`). Tests that need them fail when they are missing.
-pub fn shared_data(sub: &str) -> std::path::PathBuf {
-    let root = match std::env::var_os("HOSPITAL_SHARED_DATA") {
-        Some(d) => std::path::PathBuf::from(d),
-        None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
-    };
-    let path = root.join(sub);
-    assert!(
-        path.exists(),
-        "{} is required; set HOSPITAL_SHARED_DATA to the shared data folder",
-        path.display()
-    );
-    path
-}
+#[allow(unused_imports)] // not every test binary reads shared data
+pub use hospital_testkit::shared_data;
 
 /// Runs one warehouse load through `BatchService` and waits for it to finish.
 pub async fn run_warehouse_load(addr: SocketAddr, full_reload: bool) {

@@ -112,9 +112,7 @@ mod tests {
     /// The embedded profile is the file's per-(weekday, hour) mean.
     #[test]
     fn profile_matches_the_uihc_file() {
-        let dir = std::env::var_os("HOSPITAL_SHARED_DATA")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
+        let dir = hospital_testkit::shared_data("");
         let path = dir.join("timeseries/uihc_ed_arrivals_fastTS/uihc_ed_arrivals_hourly.csv");
         let mut reader = csv::Reader::from_path(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let headers = reader.headers().unwrap().clone();
