@@ -49,20 +49,8 @@ impl Fnv {
 /// Identity of a load from files: the source, and the path (relative to `path`), size
 /// and modification time of every file under `path`, in name order.
 pub fn fingerprint_inputs(source: Source, path: &Path) -> std::io::Result<u64> {
-    let mut files = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        if p.is_dir() {
-            for entry in std::fs::read_dir(&p)? {
-                stack.push(entry?.path());
-            }
-        } else {
-            files.push(p);
-        }
-    }
-    files.sort();
     let mut h = Fnv::new().bytes(source.name().bytes());
-    for f in files {
+    for f in load::files(path, &[])? {
         let meta = std::fs::metadata(&f)?;
         let modified = meta
             .modified()

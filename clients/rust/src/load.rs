@@ -107,8 +107,8 @@ pub fn reference(dir: &Path) -> Result<Extract, hospital_sources::reference::Ref
     Extract::collect(|sink| reference_to(dir, sink))
 }
 
-/// Files under `path` with one of `extensions` (`path` itself if it is a file), sorted,
-/// so that a load is deterministic.
+/// Files under `path` with one of `extensions`, or every file when `extensions` is
+/// empty (`path` itself if it is a file), sorted, so that a load is deterministic.
 pub fn files(path: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
@@ -120,10 +120,10 @@ pub fn files(path: &Path, extensions: &[&str]) -> std::io::Result<Vec<PathBuf>> 
             let p = entry?.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| extensions.contains(&e))
+            } else if extensions.is_empty()
+                || p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| extensions.contains(&e))
             {
                 out.push(p);
             }
