@@ -45,6 +45,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "diagnoses_procedures",
         sql: include_str!("../migrations/warehouse/0003_diagnoses_procedures.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 4,
+        name: "vital_sign_sets",
+        sql: include_str!("../migrations/warehouse/0004_vital_sign_sets.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]

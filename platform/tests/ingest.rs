@@ -97,6 +97,7 @@ async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_row
         }
     });
     let mut got_rejections = Vec::new();
+    let mut duplicates = 0usize;
     let mut committed = 0usize;
     let mut last_position = 0;
     let mut next_request = 0usize;
@@ -106,6 +107,15 @@ async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_row
         assert!(ack.committed_position >= last_position, "positions never go back");
         last_position = ack.committed_position;
         committed += ack.committed_event_ids.len();
+        for d in &ack.duplicates {
+            assert!(!d.content_differs, "a resend of the same content: {d:?}");
+            assert!(d.first_position > 0 && d.first_position <= ack.committed_position);
+            assert!(
+                ack.committed_event_ids.contains(&d.event_id),
+                "a duplicate is durable too"
+            );
+        }
+        duplicates += ack.duplicates.len();
         for r in ack.rejections {
             assert_eq!(r.violations.len(), 1, "{r:?}");
             got_rejections.push((ack.request_id.clone(), r.index, r.violations[0].field.clone()));
@@ -129,7 +139,16 @@ async fn a_stream_with_duplicates_and_bad_events_gets_exact_acks_and_staging_row
         "each bad event is rejected alone, naming its field"
     );
 
-    assert_eq!(count(&ch, "SELECT count() FROM staging.events"), sent_valid as u64);
+    assert_eq!(
+        duplicates,
+        sent_valid - good.len(),
+        "every resent event is answered as a duplicate of its first copy"
+    );
+    assert_eq!(
+        count(&ch, "SELECT count() FROM staging.events"),
+        good.len() as u64,
+        "first commit wins: one staged copy of each event"
+    );
     assert_eq!(
         count(&ch, "SELECT uniqExact(source_system, event_id) FROM staging.events"),
         good.len() as u64

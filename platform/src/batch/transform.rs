@@ -17,11 +17,12 @@ use crate::warehouse::calendar::date_key;
 use crate::warehouse::encounter::{AdmissionInfo, EdArrivalInfo, EncounterEvent, Stamp};
 use crate::warehouse::facts::{
     charge_amount_minor, EventFacts, FactBedStatus, FactCharge, FactDiagnosis, FactLabResult, FactMedication,
-    FactProcedure, FactTransfer, FactVitalSign,
+    FactProcedure, FactTransfer, FactVitalSign, FactVitalSignSet,
 };
 use crate::warehouse::keys::patient_key;
 use crate::warehouse::patient::{DemographicEvent, PatientIdentity, SourceRef};
 use crate::warehouse::reference::{DimDrug, DimPayer, LocationCodes, Provenance, WardRef};
+use crate::warehouse::vitals::spo2_scale_label;
 use crate::warehouse::{enum_label, Version};
 
 /// The columns of `staging.events` a load reads (not `raw`: the canonical payload is
@@ -317,6 +318,21 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                     version,
                 });
             }
+            p.facts.vital_sign_sets.push(FactVitalSignSet {
+                date_key: day,
+                source_system: e.source_system.clone(),
+                source_event_id: e.event_id.clone(),
+                source_position: e.position,
+                patient_key: patient,
+                encounter_id: v.encounter_id.clone(),
+                taken_at_ms: at,
+                consciousness,
+                supplemental_oxygen: v.supplemental_oxygen,
+                spo2_scale: spo2_scale_label(v.spo2_scale).to_string(),
+                observation_count: u16::try_from(v.observations.len()).unwrap_or(u16::MAX),
+                is_deleted: false,
+                version,
+            });
         }
         Payload::LabResult(l) => {
             let collected = l.specimen_collected_at.as_ref().map(timestamp_ms);
@@ -626,7 +642,7 @@ mod tests {
             ],
             consciousness: pb::Consciousness::NewConfusion as i32,
             supplemental_oxygen: Some(true),
-            ..Default::default()
+            spo2_scale: pb::Spo2Scale::Spo2Scale2 as i32,
         };
         let d = decode(&staged(7, &event("v", Payload::VitalSigns(v)))).unwrap();
         let plan = plan(&[d], 3);
@@ -636,6 +652,17 @@ mod tests {
         assert_eq!(rows[0].consciousness, "new_confusion");
         assert_eq!(rows[0].supplemental_oxygen, Some(true));
         assert_eq!(rows[0].date_key, 20231114);
+        let sets = &plan.facts.vital_sign_sets;
+        assert_eq!(sets.len(), 1);
+        assert_eq!(
+            (
+                sets[0].consciousness.as_str(),
+                sets[0].supplemental_oxygen,
+                sets[0].spo2_scale.as_str()
+            ),
+            ("new_confusion", Some(true), "scale_2")
+        );
+        assert_eq!(sets[0].observation_count, 2);
         assert_eq!(plan.date_keys.len(), 1);
         assert_eq!(plan.registry.len(), 1);
         assert!(plan.referenced.contains_key(&patient_key("hosp", "M1")));

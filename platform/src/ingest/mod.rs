@@ -35,18 +35,38 @@ pub struct Prepared {
 #[derive(Debug)]
 pub struct PendingAck {
     pub request_id: String,
+    /// The event id of each row, in row order.
     pub event_ids: Vec<String>,
+    /// The index in the request of each row, in row order.
+    pub indexes: Vec<u32>,
     pub rejections: Vec<pb::Rejection>,
+    pub warnings: Vec<pb::Warning>,
 }
 
 impl PendingAck {
     /// The acknowledgement, to be sent only once `commit` says the rows are durable.
+    /// A row that duplicates an earlier commit is durable through that first copy: it is
+    /// among the committed ids and named in `duplicates`.
     pub fn acknowledge(self, commit: CommitInfo) -> pb::IngestResponse {
+        let duplicates = commit
+            .duplicates
+            .iter()
+            .filter_map(|d| {
+                Some(pb::Duplicate {
+                    index: *self.indexes.get(d.row)?,
+                    event_id: self.event_ids.get(d.row)?.clone(),
+                    first_position: d.first_position,
+                    content_differs: d.content_differs,
+                })
+            })
+            .collect();
         pb::IngestResponse {
             request_id: self.request_id,
             committed_event_ids: self.event_ids,
             rejections: self.rejections,
             committed_position: commit.last_position,
+            duplicates,
+            warnings: self.warnings,
         }
     }
 
@@ -112,12 +132,23 @@ pub fn prepare(req: pb::IngestRequest, opts: &IngestOptions) -> Result<Prepared>
         max_future_ms: opts.max_future_ms,
     };
     let mut rows = Vec::with_capacity(req.events.len());
+    let mut indexes = Vec::with_capacity(req.events.len());
     let mut rejections = Vec::new();
+    let mut warnings = Vec::new();
     for (index, event) in req.events.into_iter().enumerate() {
         let raw = event.encode_to_vec();
         let event_id = event.event_id.clone();
         match validate(event, &limits) {
-            Ok(valid) => rows.push(staged_row(valid, raw, now)),
+            Ok(mut valid) => {
+                warnings.extend(valid.warnings.drain(..).map(|w| pb::Warning {
+                    index: index as u32,
+                    event_id: valid.event.event_id.clone(),
+                    field: w.field,
+                    description: w.description,
+                }));
+                indexes.push(index as u32);
+                rows.push(staged_row(valid, raw, now));
+            }
             Err(violations) => rejections.push(pb::Rejection {
                 index: index as u32,
                 event_id,
@@ -135,7 +166,9 @@ pub fn prepare(req: pb::IngestRequest, opts: &IngestOptions) -> Result<Prepared>
         ack: PendingAck {
             request_id: req.request_id,
             event_ids: rows.iter().map(|r| r.event_id.clone()).collect(),
+            indexes,
             rejections,
+            warnings,
         },
         rows,
     })
@@ -146,6 +179,7 @@ fn staged_row(valid: ValidEvent, raw: Vec<u8>, received_at_ms: i64) -> StagedEve
         kind,
         occurred_at_ms,
         event,
+        ..
     } = valid;
     let (patient_mrn, patient_authority) = event
         .patient

@@ -25,6 +25,9 @@ pub struct ValidEvent {
     pub kind: &'static str,
     pub occurred_at_ms: i64,
     pub event: pb::ClinicalEvent,
+    /// Parts set aside or flagged while the rest of the event was kept: an implausible
+    /// reading dropped from a vital-signs set, an order end before its start.
+    pub warnings: Vec<Violation>,
 }
 
 const MAX_ID_LEN: usize = 128;
@@ -154,7 +157,13 @@ pub fn validate(mut event: pb::ClinicalEvent, limits: &Limits) -> Result<ValidEv
             );
             if let (Some(s), Some(e)) = (starts, ends) {
                 if e < s {
-                    c.violation("medication_order.ends_at", "must not be before starts_at");
+                    // A source error (MIMIC has such prescriptions), not a reason to
+                    // lose the order: keep it without an end and say so.
+                    o.ends_at = None;
+                    c.warning(
+                        "medication_order.ends_at",
+                        format!("{} ms before starts_at: the end was set aside, the order kept", s - e),
+                    );
                 }
             }
         }
@@ -228,6 +237,7 @@ pub fn validate(mut event: pb::ClinicalEvent, limits: &Limits) -> Result<ValidEv
             kind,
             occurred_at_ms: occurred_at_ms.unwrap_or_default(),
             event,
+            warnings: c.warnings,
         })
     } else {
         Err(c.violations)
@@ -237,11 +247,16 @@ pub fn validate(mut event: pb::ClinicalEvent, limits: &Limits) -> Result<ValidEv
 #[derive(Default)]
 struct Checker {
     violations: Vec<Violation>,
+    warnings: Vec<Violation>,
 }
 
 impl Checker {
     fn violation(&mut self, field: impl Into<String>, description: impl Into<String>) {
         self.violations.push(Violation::new(field, description));
+    }
+
+    fn warning(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.warnings.push(Violation::new(field, description));
     }
 
     /// An identifier or code: trimmed, no control characters, bounded length.
@@ -386,6 +401,9 @@ impl Checker {
             );
         }
         let mut seen: Vec<String> = Vec::with_capacity(v.observations.len());
+        // One implausible reading does not take its valid neighbours down: it is set
+        // aside with a warning (named by its index as sent) and the rest of the set kept.
+        let mut implausible: Vec<usize> = Vec::new();
         for (i, o) in v.observations.iter_mut().enumerate() {
             let field = format!("vital_signs.observations[{i}]");
             o.loinc_code = o.loinc_code.trim().to_string();
@@ -396,8 +414,29 @@ impl Checker {
                 );
             }
             seen.push(o.loinc_code.clone());
-            if let Some(v) = self.quantity(&field, &o.loinc_code, o.value, &mut o.unit) {
-                o.value = v;
+            match self.reading(&field, &o.loinc_code, o.value, &mut o.unit) {
+                Reading::Normalised(v) => o.value = v,
+                Reading::Implausible(why) => {
+                    self.warning(format!("{field}.value"), format!("{why}; this reading was set aside"));
+                    implausible.push(i);
+                }
+                Reading::Invalid => {}
+            }
+        }
+        if !implausible.is_empty() {
+            let mut i = 0;
+            v.observations.retain(|_| {
+                i += 1;
+                !implausible.contains(&(i - 1))
+            });
+            if v.observations.is_empty() && v.consciousness == 0 && v.supplemental_oxygen.is_none() {
+                // Nothing plausible is left: the set is rejected, naming each reading.
+                let warnings = std::mem::take(&mut self.warnings);
+                self.violations.extend(
+                    warnings
+                        .into_iter()
+                        .map(|w| Violation::new(w.field, w.description.replace("; this reading was set aside", ""))),
+                );
             }
         }
     }
@@ -450,6 +489,23 @@ impl Checker {
             if lo > hi {
                 self.violation("lab_result.reference_low", format!("{lo} is above reference_high {hi}"));
             }
+        }
+    }
+
+    /// A vital-sign reading: as [`Self::quantity`], but a value outside the plausible
+    /// range is reported to the caller instead of recorded as a violation.
+    fn reading(&mut self, field: &str, code: &str, value: f64, unit: &mut String) -> Reading {
+        if loinc_format_ok(code) && value.is_finite() {
+            if let Some(spec) = units::lookup(code) {
+                let trimmed = unit.trim().to_string();
+                if let Err(e @ units::UnitError::OutOfRange { .. }) = spec.normalise(value, &trimmed) {
+                    return Reading::Implausible(format!("{} ({}): {e}", spec.loinc, spec.name));
+                }
+            }
+        }
+        match self.quantity(field, code, value, unit) {
+            Some(v) => Reading::Normalised(v),
+            None => Reading::Invalid,
         }
     }
 
@@ -601,6 +657,15 @@ impl Checker {
 }
 
 /// A LOINC code is 1-7 digits, a hyphen and a check digit.
+/// What became of one vital-sign reading.
+enum Reading {
+    Normalised(f64),
+    /// Outside the plausible range: set aside, with the reason.
+    Implausible(String),
+    /// A violation was recorded.
+    Invalid,
+}
+
 fn loinc_format_ok(code: &str) -> bool {
     match code.split_once('-') {
         Some((num, check)) => {
@@ -724,17 +789,75 @@ mod tests {
             vec![
                 "event_id",
                 "occurred_at",
-                "vital_signs.observations[0].value",
                 "vital_signs.observations[1].value",
                 "vital_signs.observations[2].unit",
                 "vital_signs.observations[3].loinc_code",
             ]
         );
+        assert!(v[3].description.contains("\"K\""), "{}", v[3].description);
+    }
+
+    #[test]
+    fn an_implausible_reading_is_set_aside_and_its_neighbours_kept() {
+        // MIMIC has a respiratory rate of 118 beside four valid readings.
+        let valid = validate(
+            event(vitals(vec![
+                ("8867-4", 96.0, "/min"),
+                ("9279-1", 118.0, "/min"),
+                ("8480-6", 132.0, "mm[Hg]"),
+                ("8310-5", 36.9, "Cel"),
+                ("59408-5", 97.0, "%"),
+            ])),
+            &limits(),
+        )
+        .unwrap();
+        let Some(Payload::VitalSigns(v)) = &valid.event.payload else {
+            panic!("vital signs")
+        };
+        let codes: Vec<&str> = v.observations.iter().map(|o| o.loinc_code.as_str()).collect();
+        assert_eq!(codes, vec!["8867-4", "8480-6", "8310-5", "59408-5"]);
+        assert_eq!(fields(&valid.warnings), vec!["vital_signs.observations[1].value"]);
         assert!(
-            v[2].description.contains("outside the plausible range"),
+            valid.warnings[0].description.contains("118")
+                && valid.warnings[0].description.contains("outside the plausible range")
+                && valid.warnings[0].description.contains("set aside"),
             "{}",
-            v[2].description
+            valid.warnings[0].description
         );
+
+        // Nothing plausible left: rejected, naming the reading.
+        let mut only = event(vitals(vec![("9279-1", 118.0, "/min")]));
+        if let Some(Payload::VitalSigns(v)) = only.payload.as_mut() {
+            v.consciousness = 0;
+        }
+        let v = validate(only, &limits()).unwrap_err();
+        assert_eq!(fields(&v), vec!["vital_signs.observations[0].value"]);
+        assert!(
+            v[0].description.contains("outside the plausible range"),
+            "{}",
+            v[0].description
+        );
+        assert!(!v[0].description.contains("set aside"), "{}", v[0].description);
+    }
+
+    #[test]
+    fn an_order_ending_before_it_starts_is_kept_without_its_end() {
+        let order = pb::MedicationOrder {
+            order_id: "o-1".into(),
+            drug_code: "197361".into(),
+            drug_name: "amlodipine".into(),
+            starts_at: ts(NOW_MS / 1000 - 3600),
+            ends_at: ts(NOW_MS / 1000 - 7200),
+            ..Default::default()
+        };
+        let valid = validate(event(Payload::MedicationOrder(order)), &limits()).unwrap();
+        let Some(Payload::MedicationOrder(o)) = &valid.event.payload else {
+            panic!("order")
+        };
+        assert_eq!(o.ends_at, None);
+        assert!(o.starts_at.is_some());
+        assert_eq!(fields(&valid.warnings), vec!["medication_order.ends_at"]);
+        assert!(valid.warnings[0].description.contains("3600000 ms before starts_at"));
     }
 
     #[test]

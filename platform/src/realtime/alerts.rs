@@ -7,22 +7,29 @@
 //! patient is (the census does; the caller passes the location in) or change the chart
 //! arithmetic (that is [`news2`]).
 //!
-//! Rules:
-//! - Charting is partial: each set is merged over the latest values, parameter by
-//!   parameter, by (occurred_at, staging position), so a late set never overwrites a newer
-//!   value. SpO2 and the oxygen flag travel together, as in [`Parameters::updated_with`].
-//!   A value taken more than 24 h before the set being scored does not count.
-//! - SpO2 scale 2 is sticky: a set saying scale 2 keeps the patient on it until a set
-//!   says scale 1; unspecified keeps the current scale; every patient starts on scale 1.
+//! Rules (the same live and when the state is rebuilt after a restart, so a rebuilt
+//! process equals one that never stopped; `platform/tests/one_truth.rs` holds them equal
+//! over generated event sequences with restarts):
+//! - Each patient's score is taken as of their newest vital-signs set (`observed_at`
+//!   never moves backwards). Charting is partial: each set is merged over the latest
+//!   values, parameter by parameter, by (occurred_at, staging position), so a set older
+//!   than the newest value of a parameter never replaces it. SpO2 and the oxygen flag
+//!   travel together, as in [`Parameters::updated_with`]. A value taken more than 24 h
+//!   before the patient's newest set does not count, so a late set that brings an
+//!   expired value brings nothing back; every set (late ones too) is rescored.
+//! - SpO2 scale 2 is sticky: a set saying scale 2 keeps the patient on it until a newer
+//!   set (by occurred_at, then position) says scale 1; unspecified keeps the current
+//!   scale; every patient starts on scale 1.
 //! - NEWS2 is not validated under 16 (RCP 2017): such patients are not scored nor alerted,
 //!   and [`AlertState::applicability`] flags them. Unknown age is scored.
 //! - Bands needing a response are low-medium, medium and high. Entering one from low or
 //!   from no score raises [`AlertKind::Alert`]; a rise within them raises
 //!   [`AlertKind::Escalation`]; an unchanged or falling band raises nothing but is
-//!   remembered, so a later rise alerts again.
-//! - Each set is scored once, when its position is above the patient's last scored
-//!   position (a repeated position changes nothing), and alerts only above the highest
-//!   audited position (older ones were alerted before a restart).
+//!   remembered, so a later rise alerts again. A band scored as of more than 24 h before
+//!   the new score is no longer the patient's band (a readmission alerts afresh).
+//! - Only events committed to staging count, once each (first commit wins there). An
+//!   event alerts only above the highest audited position (older ones were alerted
+//!   before a restart).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +45,7 @@ use uuid::Uuid;
 use super::census::PatientLocation;
 use super::news2::{self, Acvpu, NotApplicable, Parameter, Parameters, RiskBand, Spo2Scale};
 use crate::error::Result;
-use crate::warehouse::{fetch_by_keys, keys};
+use crate::warehouse::{keys, vitals};
 
 /// Where the patient is when an alert is raised (the census's view of the patient).
 pub type AlertLocation = PatientLocation;
@@ -137,13 +144,15 @@ struct LastScore {
 struct PatientState {
     values: LatestValues,
     scale: Option<Stamped<Spo2Scale>>,
-    /// Birth date (year, month, day) from the latest demographics event; `None` unknown.
-    birth_date: Option<Stamped<Option<(i32, u32, u32)>>>,
+    /// Birth date from the latest demographics event; `None` unknown.
+    birth_date: Option<Stamped<Option<BirthDate>>>,
     /// Why the patient's last set was not scored, if it was not.
     not_applicable: Option<NotApplicable>,
-    /// Band of the last scored set (or of the last audited alert after a restart).
-    last_band: Option<RiskBand>,
-    /// Highest position scored (or alerted) for this patient.
+    /// Band of the last score, and the time it was taken as of.
+    last_band: Option<(RiskBand, i64)>,
+    /// Time of the patient's newest vital-signs set: scores are taken as of it.
+    newest_ms: Option<i64>,
+    /// Highest position applied for this patient (a repeat changes nothing).
     last_position: u64,
     last_score: Option<LastScore>,
 }
@@ -166,6 +175,9 @@ impl PatientState {
     }
 }
 
+/// A birth date: (year, month, day).
+type BirthDate = (i32, u32, u32);
+
 /// A patient by (assigning authority, MRN).
 type PatientId = (String, String);
 
@@ -176,6 +188,9 @@ type PatientId = (String, String);
 pub struct AlertState {
     patients: HashMap<PatientId, PatientState>,
     audited_position: u64,
+    /// Birth dates loaded from the warehouse at start-up, by patient key, for patients
+    /// whose first event after the restart is a vital-signs set.
+    births: HashMap<Uuid, Stamped<Option<BirthDate>>>,
 }
 
 /// The label of a band as stored in the audit table.
@@ -186,12 +201,6 @@ pub fn band_label(band: RiskBand) -> &'static str {
         RiskBand::Medium => "medium",
         RiskBand::High => "high",
     }
-}
-
-fn band_from_label(label: &str) -> Option<RiskBand> {
-    [RiskBand::Low, RiskBand::LowMedium, RiskBand::Medium, RiskBand::High]
-        .into_iter()
-        .find(|b| band_label(*b) == label)
 }
 
 fn band_to_proto(band: RiskBand) -> rt::RiskBand {
@@ -248,6 +257,13 @@ fn timestamp_ms(t: Option<&Timestamp>) -> i64 {
     t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
 
+fn timestamp_of_ms(ms: i64) -> Timestamp {
+    Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
+    }
+}
+
 fn now() -> Timestamp {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     Timestamp {
@@ -299,181 +315,73 @@ impl AlertState {
     }
 
     /// Rebuilds the state at start-up from the warehouse (a client on the `warehouse`
-    /// database):
-    /// - the last band and position of each alerted patient, and the highest audited
-    ///   position, from `news2_alerts`;
-    /// - each patient's latest parameter values from `fact_vital_sign`, for the 24 h
-    ///   before the newest set in the table (older values could not count any more),
-    ///   replayed in staging order with `patient_identity` mapping keys back to MRNs; a
-    ///   patient's last band is that of the newer of their last replayed set and their
-    ///   last alert;
-    /// - birth dates (for the under-16 rule) from the current `dim_patient` version.
+    /// database), by replaying what the warehouse holds through the same rules as live:
+    /// - the highest audited alert position, from `news2_alerts`;
+    /// - birth dates (for the under-16 rule) from the current `dim_patient` versions;
+    /// - each patient's vital-signs sets within 24 h of their newest set (older values
+    ///   cannot count any more), plus the newest set that stated an SpO2 scale
+    ///   ([`vitals::news2_inputs`]), replayed in staging order without alerting.
     ///
-    /// Not rebuilt: the SpO2 scale (the warehouse does not keep `spo2_scale`: every
-    /// patient restarts on scale 1 until a set says otherwise, or until staging events
-    /// are replayed), and falls in band after the last alert of a patient whose vital
-    /// signs the batch stage has not loaded yet. Replaying staging from the batch
-    /// watermark after `load` restores both.
+    /// Replaying staging after the warehouse's load watermark then gives the state of a
+    /// process that never stopped.
     pub async fn load(warehouse: &Client) -> Result<Self> {
         #[derive(clickhouse::Row, Deserialize)]
-        struct LastAlert {
-            patient_authority: String,
-            patient_mrn: String,
-            last_band: String,
-            last_position: u64,
-        }
-        #[derive(clickhouse::Row, Deserialize)]
-        struct VitalRow {
-            #[serde(with = "clickhouse::serde::uuid")]
-            patient_key: Uuid,
-            source_position: u64,
-            source_system: String,
-            source_event_id: String,
-            encounter_id: String,
-            taken_at_ms: i64,
-            loinc_code: String,
-            value: f64,
-            unit: String,
-            consciousness: String,
-            supplemental_oxygen: Option<u8>,
-        }
-        #[derive(clickhouse::Row, Deserialize)]
-        struct Identity {
-            #[serde(with = "clickhouse::serde::uuid")]
-            patient_key: Uuid,
-            assigning_authority: String,
-            mrn: String,
+        struct Audited {
+            position: u64,
         }
         #[derive(clickhouse::Row, Deserialize)]
         struct Birth {
             #[serde(with = "clickhouse::serde::uuid")]
             patient_key: Uuid,
-            latest_birth_date: String,
+            birth_date: String,
+            valid_from_ms: i64,
         }
 
         let mut state = Self::new();
-        let alerts = warehouse
+        state.audited_position = warehouse
+            .query(&format!("SELECT max(position) AS position FROM {AUDIT_TABLE}"))
+            .fetch_one::<Audited>()
+            .await?
+            .position;
+        let births = warehouse
             .query(
-                "SELECT patient_authority, patient_mrn, argMax(band, position) AS last_band, max(position) AS last_position \
-                 FROM news2_alerts FINAL GROUP BY patient_authority, patient_mrn",
+                "SELECT patient_key, birth_date, valid_from_ms FROM dim_patient FINAL \
+                 WHERE is_current = 1 AND is_deleted = 0 AND birth_date != ''",
             )
-            .fetch_all::<LastAlert>()
+            .fetch_all::<Birth>()
             .await?;
-        let vitals = warehouse
-            .query(
-                "SELECT patient_key, source_position, source_system, source_event_id, encounter_id, taken_at_ms, \
-                 loinc_code, value, unit, consciousness, supplemental_oxygen \
-                 FROM fact_vital_sign FINAL \
-                 WHERE is_deleted = 0 AND taken_at_ms >= \
-                   (SELECT max(taken_at_ms) FROM fact_vital_sign WHERE is_deleted = 0) - ? \
-                 ORDER BY source_position, observation_index",
-            )
-            .bind(VALUE_TTL_MS)
-            .fetch_all::<VitalRow>()
-            .await?;
-        let mut patient_keys: Vec<String> = vitals.iter().map(|v| v.patient_key.to_string()).collect();
-        patient_keys.sort();
-        patient_keys.dedup();
-        let identities: HashMap<Uuid, PatientId> = fetch_by_keys::<_, Identity>(
-            warehouse,
-            "SELECT patient_key, assigning_authority, mrn FROM patient_identity FINAL \
-             WHERE toString(patient_key) IN ?",
-            &patient_keys,
-        )
-        .await?
-        .into_iter()
-        .map(|i| (i.patient_key, (i.assigning_authority, i.mrn)))
-        .collect();
-        let alerted: Vec<String> = alerts
-            .iter()
-            .map(|a| keys::patient_key(&a.patient_authority, &a.patient_mrn).to_string())
-            .chain(patient_keys.iter().cloned())
+        state.births = births
+            .into_iter()
+            .filter_map(|b| {
+                let date = parse_iso_date(&b.birth_date)?;
+                Some((
+                    b.patient_key,
+                    Stamped {
+                        stamp: Stamp {
+                            at_ms: b.valid_from_ms,
+                            position: 0,
+                        },
+                        value: Some(date),
+                    },
+                ))
+            })
             .collect();
-        let births = fetch_by_keys::<_, Birth>(
-            warehouse,
-            "SELECT patient_key, argMax(birth_date, valid_from_ms) AS latest_birth_date FROM dim_patient FINAL \
-             WHERE is_current = 1 AND is_deleted = 0 AND toString(patient_key) IN ? GROUP BY patient_key",
-            &alerted,
-        )
-        .await?;
-
-        let mut key_of: HashMap<Uuid, PatientId> = identities;
-        for a in &alerts {
-            key_of
-                .entry(keys::patient_key(&a.patient_authority, &a.patient_mrn))
-                .or_insert_with(|| (a.patient_authority.clone(), a.patient_mrn.clone()));
-        }
-        for b in births {
-            let (Some(id), Some(date)) = (key_of.get(&b.patient_key), parse_iso_date(&b.latest_birth_date)) else {
-                continue;
-            };
-            state.patients.entry(id.clone()).or_default().birth_date = Some(Stamped {
-                stamp: Stamp::default(),
-                value: Some(date),
-            });
-        }
-
-        // Rows of one set are adjacent (ordered by position); rebuild each set as an event.
-        let mut unknown = 0usize;
-        let mut i = 0;
-        while i < vitals.len() {
-            let first = &vitals[i];
-            let end = vitals[i..]
-                .iter()
-                .position(|v| v.source_position != first.source_position)
-                .map_or(vitals.len(), |n| i + n);
-            let Some((authority, mrn)) = key_of.get(&first.patient_key) else {
-                unknown += 1;
-                i = end;
-                continue;
-            };
+        let (sets, unknown) = vitals::news2_inputs(warehouse, VALUE_TTL_MS).await?;
+        for set in sets {
             let event = pb::ClinicalEvent {
-                event_id: first.source_event_id.clone(),
-                source_system: first.source_system.clone(),
-                occurred_at: Some(Timestamp {
-                    seconds: first.taken_at_ms.div_euclid(1000),
-                    nanos: i32::try_from(first.taken_at_ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
-                }),
-                patient: Some(pb::PatientRef {
-                    mrn: mrn.clone(),
-                    assigning_authority: authority.clone(),
-                }),
-                payload: Some(Payload::VitalSigns(pb::VitalSigns {
-                    encounter_id: first.encounter_id.clone(),
-                    observations: vitals[i..end]
-                        .iter()
-                        .map(|v| pb::Observation {
-                            loinc_code: v.loinc_code.clone(),
-                            value: v.value,
-                            unit: v.unit.clone(),
-                        })
-                        .collect(),
-                    consciousness: consciousness_from_label(&first.consciousness) as i32,
-                    supplemental_oxygen: first.supplemental_oxygen.map(|o| o != 0),
-                    spo2_scale: pb::Spo2Scale::Unspecified as i32,
-                })),
+                event_id: set.event_id,
+                source_system: set.source_system,
+                occurred_at: Some(timestamp_of_ms(set.taken_at_ms)),
+                patient: Some(set.patient),
+                payload: Some(Payload::VitalSigns(set.vital_signs)),
             };
-            state.apply_inner(first.source_position, &event, None, false);
-            i = end;
+            state.apply_inner(set.position, &event, None, false);
         }
         if unknown > 0 {
             tracing::warn!(
                 sets = unknown,
                 "vital-sign sets of patients missing from patient_identity skipped"
             );
-        }
-
-        for a in alerts {
-            let Some(band) = band_from_label(&a.last_band) else {
-                tracing::warn!(band = a.last_band, "unknown band in news2_alerts");
-                continue;
-            };
-            let p = state.patients.entry((a.patient_authority, a.patient_mrn)).or_default();
-            if a.last_position > p.last_position {
-                p.last_band = Some(band);
-                p.last_position = a.last_position;
-            }
-            state.audited_position = state.audited_position.max(a.last_position);
         }
         tracing::info!(
             patients = state.patients.len(),
@@ -516,11 +424,26 @@ impl AlertState {
                     .as_ref()
                     .filter(|b| b.year > 0)
                     .and_then(|b| Some((b.year, u32::try_from(b.month).ok()?, u32::try_from(b.day).ok()?)));
-                merge(&mut self.patients.entry(id).or_default().birth_date, stamp, Some(birth));
+                let key = keys::patient_key(&patient.assigning_authority, &patient.mrn);
+                let loaded = self.births.get(&key).copied();
+                let p = self.patients.entry(id).or_default();
+                if p.birth_date.is_none() {
+                    p.birth_date = loaded;
+                }
+                merge(&mut p.birth_date, stamp, Some(birth));
                 None
             }
             Payload::VitalSigns(v) => {
+                let key = keys::patient_key(&patient.assigning_authority, &patient.mrn);
+                let loaded = self.births.get(&key).copied();
                 let p = self.patients.entry(id).or_default();
+                if p.birth_date.is_none() {
+                    p.birth_date = loaded;
+                }
+                if position <= p.last_position {
+                    return None; // a repeat
+                }
+                p.last_position = position;
                 p.values.merge(stamp, &Parameters::from_vital_signs(v));
                 let scale = match pb::Spo2Scale::try_from(v.spo2_scale) {
                     Ok(pb::Spo2Scale::Spo2Scale1) => Some(Spo2Scale::Scale1),
@@ -528,21 +451,26 @@ impl AlertState {
                     _ => None,
                 };
                 merge(&mut p.scale, stamp, scale);
-                if position <= p.last_position {
-                    return None; // a repeat, or older than what was scored
-                }
-                p.last_position = position;
-                if let Err(n) = news2::applicability(p.age_years_at(stamp.at_ms), None) {
+                // Scores are taken as of the newest set: a late set can fill or update a
+                // parameter, never bring back an expired value or move the time back.
+                let as_of = p.newest_ms.map_or(stamp.at_ms, |n| n.max(stamp.at_ms));
+                p.newest_ms = Some(as_of);
+                if let Err(n) = news2::applicability(p.age_years_at(as_of), None) {
                     p.not_applicable = Some(n);
                     p.last_score = None;
+                    p.last_band = None;
                     return None;
                 }
                 p.not_applicable = None;
-                let news = news2::score(&p.values.as_of(stamp.at_ms), p.scale());
-                let previous = p.last_band.replace(news.band);
+                let news = news2::score(&p.values.as_of(as_of), p.scale());
+                let previous = p
+                    .last_band
+                    .replace((news.band, as_of))
+                    .filter(|(_, at)| as_of - at <= VALUE_TTL_MS)
+                    .map(|(band, _)| band);
                 p.last_score = Some(LastScore {
                     news: news.clone(),
-                    observed_at: event.occurred_at.unwrap_or_default(),
+                    observed_at: timestamp_of_ms(as_of),
                 });
                 let kind = alert_kind(previous, news.band)?;
                 if !may_alert || position <= self.audited_position {
@@ -577,7 +505,7 @@ impl AlertState {
                     source_event_id: event.event_id.clone(),
                     source_system: event.source_system.clone(),
                     position,
-                    observed_at: event.occurred_at,
+                    observed_at: Some(timestamp_of_ms(as_of)),
                     raised_at: Some(now()),
                     response: response(news.band).to_string(),
                 })
@@ -628,17 +556,6 @@ impl AlertState {
             key(a).cmp(&key(b))
         });
         out
-    }
-}
-
-fn consciousness_from_label(label: &str) -> pb::Consciousness {
-    match label {
-        "alert" => pb::Consciousness::Alert,
-        "new_confusion" => pb::Consciousness::NewConfusion,
-        "voice" => pb::Consciousness::Voice,
-        "pain" => pb::Consciousness::Pain,
-        "unresponsive" => pb::Consciousness::Unresponsive,
-        _ => pb::Consciousness::Unspecified,
     }
 }
 
@@ -1177,6 +1094,54 @@ mod tests {
     }
 
     #[test]
+    fn a_late_set_brings_back_no_expired_value_and_time_never_moves_back() {
+        let mut state = AlertState::new();
+        // RR only, 30 h before the newest set; the newest set has no RR.
+        let rr_only = Set {
+            rr: Some(30.0),
+            ..Set::default()
+        };
+        let pulse = Set {
+            pulse: Some(70.0),
+            ..Set::default()
+        };
+        assert!(state
+            .apply(1, &pulse.event("P1", "now", T0_MS + 30 * HOUR_MS), None)
+            .is_none());
+        let late = state.apply(2, &rr_only.event("P1", "late", T0_MS), None);
+        assert!(
+            late.is_none(),
+            "an RR from 30 h before the newest set never scores: {late:?}"
+        );
+        let s = state.scores(&[], |_| Some(AlertLocation::default()));
+        assert!(!s[0].subscores.contains_key("respiration_rate"), "{s:?}");
+        assert_eq!(s[0].observed_at, Some(ts(T0_MS + 30 * HOUR_MS)), "observed_at stays");
+
+        // A late set within 24 h of the newest does count, scored as of the newest.
+        let fill = state.apply(3, &rr_only.event("P1", "late-2", T0_MS + 20 * HOUR_MS), None);
+        let fill = fill.expect("RR 30 scores 3: low-medium");
+        assert_eq!(fill.observed_at, Some(ts(T0_MS + 30 * HOUR_MS)));
+        assert_eq!(fill.subscores["respiration_rate"], 3);
+    }
+
+    #[test]
+    fn a_band_older_than_24_hours_does_not_hold_back_a_new_alert() {
+        let mut state = AlertState::new();
+        let first = state.apply(1, &medium().event("P1", "a", T0_MS), None);
+        assert_eq!(kind_band(&first.unwrap()).0, AlertKind::Alert);
+        assert!(state
+            .apply(2, &medium().event("P1", "b", T0_MS + HOUR_MS), None)
+            .is_none());
+        // Readmitted days later, medium again: a new alert, not silence.
+        let again = state.apply(3, &medium().event("P1", "c", T0_MS + 72 * HOUR_MS), None);
+        let again = again.expect("a band from three days ago is not the current band");
+        assert_eq!(
+            kind_band(&again),
+            (AlertKind::Alert, rt::RiskBand::Medium, rt::RiskBand::Unspecified)
+        );
+    }
+
+    #[test]
     fn scale_2_is_sticky_until_a_set_says_scale_1() {
         let mut state = AlertState::new();
         // SpO2 89% on air: scale 1 scores 3 (low-medium); scale 2 scores 0.
@@ -1316,6 +1281,5 @@ mod tests {
     fn iso_dates_parse() {
         assert_eq!(parse_iso_date("1950-03-07"), Some((1950, 3, 7)));
         assert_eq!(parse_iso_date(""), None);
-        assert_eq!(band_from_label("low_medium"), Some(RiskBand::LowMedium));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::staging::StagedEvent;
+use crate::staging::{CommitSink, StagedEvent};
 
 /// The rows of one group commit, in position order.
 #[derive(Debug)]
@@ -44,5 +44,11 @@ impl Bus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.tx.subscribe()
+    }
+}
+
+impl CommitSink for Bus {
+    fn committed(&self, rows: Vec<StagedEvent>) {
+        self.publish(Committed { rows });
     }
 }

@@ -5,9 +5,10 @@
 //! validate or transform events (ingest does that) or read them back for processing
 //! (batch does that).
 
+mod dedup;
 mod writer;
 
-pub use writer::{CommitInfo, PendingCommit, StagingWriter, WriterHandle, WriterOptions};
+pub use writer::{CommitInfo, CommitSink, DuplicateOf, PendingCommit, StagingWriter, WriterHandle, WriterOptions};
 
 use serde::{Deserialize, Serialize};
 

@@ -5,28 +5,56 @@
 //! Two tasks: the collector fills a batch from the bounded submission queue and hands
 //! it to the flusher through a queue of one, so the next batch fills while the
 //! previous one is being written, and at most two batches are held in memory.
+//!
+//! First commit wins: before each insert the flusher looks every row up in the index of
+//! committed keys ([`CommittedKeys`]); a row whose `(source_system, event_id)` was
+//! committed before, or comes earlier in the same flush, is not staged but answered as a
+//! duplicate of the first copy, saying whether its content differs. So staging holds one
+//! copy of each event and every reader agrees on which one counts.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::dedup::CommittedKeys;
 use super::{StagedEvent, EVENTS_TABLE};
+use crate::db::fetch_by_keys;
 use crate::error::{Error, Result};
-use crate::realtime::bus::{Bus, Committed};
 
 /// What a submitter learns once its events are durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitInfo {
-    /// Position of the submission's first event (0 for an empty submission).
+    /// Position of the submission's first staged event (0 when none was staged).
     pub first_position: u64,
-    /// Position of its last event; also the highest durable position at that moment.
+    /// Position of its last staged event; also the highest durable position at that
+    /// moment (the committed position when none was staged).
     pub last_position: u64,
+    /// Rows of the submission that were not staged because an earlier copy counts.
+    pub duplicates: Vec<DuplicateOf>,
+}
+
+/// A submitted row whose `(source_system, event_id)` was committed before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DuplicateOf {
+    /// Index of the row in the submission.
+    pub row: usize,
+    /// Position of the copy that counts.
+    pub first_position: u64,
+    /// Whether this row's canonical payload differs from the first copy's.
+    pub content_differs: bool,
+}
+
+/// Where committed flushes go once their insert returned (the real-time bus).
+pub trait CommitSink: Send + Sync + 'static {
+    /// The staged rows of one flush, in position order; must not wait.
+    fn committed(&self, rows: Vec<StagedEvent>);
 }
 
 struct Submission {
@@ -106,14 +134,22 @@ struct MaxPosition {
 }
 
 impl StagingWriter {
-    /// Starts the writer; positions continue after the highest one already staged.
-    /// Every committed flush is published on `bus` after its insert returned.
-    pub async fn start(client: Client, opts: WriterOptions, bus: Bus) -> Result<Self> {
+    /// Starts the writer; positions continue after the highest one already staged, and
+    /// the keys already staged are indexed (first commit wins). Every committed flush
+    /// goes to `sink` after its insert returned.
+    pub async fn start(client: Client, opts: WriterOptions, sink: impl CommitSink) -> Result<Self> {
         let last = client
             .query("SELECT max(position) AS max_position FROM events")
             .fetch_one::<MaxPosition>()
             .await?
             .max_position;
+        let started = Instant::now();
+        let keys = CommittedKeys::load(&client).await?;
+        tracing::info!(
+            keys = keys.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "committed event keys indexed"
+        );
         let (tx, rx) = mpsc::channel(opts.queue_capacity);
         let (batch_tx, batch_rx) = mpsc::channel(1);
         let (committed_tx, committed) = watch::channel(last);
@@ -125,7 +161,8 @@ impl StagingWriter {
             committed_tx,
             last + 1,
             opts.insert_timeout,
-            bus,
+            Box::new(sink),
+            keys,
         ));
         tracing::info!(last_position = last, "staging writer started");
         Ok(Self {
@@ -188,27 +225,95 @@ async fn collect(
     }
 }
 
+/// What becomes of one submitted row in a flush.
+#[derive(Clone, Copy)]
+enum Fate {
+    Stage,
+    /// A copy of a key committed before, at this position.
+    Earlier(u64),
+    /// A copy of the row at (submission, row) of the same flush.
+    InFlush(usize, usize),
+}
+
 async fn flush_loop(
     client: Client,
     mut batches: mpsc::Receiver<Batch>,
     committed: watch::Sender<u64>,
     mut next_position: u64,
     timeout: Duration,
-    bus: Bus,
+    sink: Box<dyn CommitSink>,
+    mut keys: CommittedKeys,
 ) {
     while let Some(mut batch) = batches.recv().await {
+        // First commit wins: decide each row's fate before positions are assigned.
+        let mut new_keys: HashMap<u128, (usize, usize)> = HashMap::new();
+        let mut fates: Vec<Vec<Fate>> = Vec::with_capacity(batch.submissions.len());
+        for (si, s) in batch.submissions.iter().enumerate() {
+            let mut f = Vec::with_capacity(s.rows.len());
+            for (ri, row) in s.rows.iter().enumerate() {
+                let key = keys.key(&row.source_system, &row.event_id);
+                f.push(if let Some(p) = keys.first_position(key) {
+                    Fate::Earlier(p)
+                } else if let Some(&(a, b)) = new_keys.get(&key) {
+                    Fate::InFlush(a, b)
+                } else {
+                    new_keys.insert(key, (si, ri));
+                    Fate::Stage
+                });
+            }
+            fates.push(f);
+        }
+        let earlier = match earlier_payloads(&client, &fates).await {
+            Ok(p) => p,
+            Err(e) => {
+                fail(batch, &e);
+                continue;
+            }
+        };
+
         // Positions are never reused, even when an insert fails: a failed insert may
         // still have landed, and its rows must not collide with later ones.
         let first = next_position;
-        let mut ranges = Vec::with_capacity(batch.submissions.len());
-        for s in &mut batch.submissions {
-            let start = next_position;
-            for row in &mut s.rows {
-                row.position = next_position;
-                next_position += 1;
+        let mut positions: Vec<Vec<u64>> = Vec::with_capacity(batch.submissions.len());
+        for (s, f) in batch.submissions.iter_mut().zip(&fates) {
+            let mut p = vec![0; s.rows.len()];
+            for ((row, fate), slot) in s.rows.iter_mut().zip(f).zip(&mut p) {
+                if matches!(fate, Fate::Stage) {
+                    row.position = next_position;
+                    *slot = next_position;
+                    next_position += 1;
+                }
             }
-            ranges.push((start, next_position.saturating_sub(1).max(start)));
+            positions.push(p);
         }
+        let mut duplicates: Vec<Vec<DuplicateOf>> = Vec::with_capacity(batch.submissions.len());
+        for (s, f) in batch.submissions.iter().zip(&fates) {
+            let mut d = Vec::new();
+            for (ri, fate) in f.iter().enumerate() {
+                let (first_position, first_payload) = match *fate {
+                    Fate::Stage => continue,
+                    Fate::Earlier(p) => (p, earlier.get(&p).map(Vec::as_slice)),
+                    Fate::InFlush(a, b) => (positions[a][b], Some(batch.submissions[a].rows[b].payload.as_slice())),
+                };
+                d.push(DuplicateOf {
+                    row: ri,
+                    first_position,
+                    // A first copy that cannot be read back is reported as different,
+                    // so the sender checks rather than assumes.
+                    content_differs: first_payload != Some(s.rows[ri].payload.as_slice()),
+                });
+            }
+            duplicates.push(d);
+        }
+        let mut ranges = Vec::with_capacity(batch.submissions.len());
+        let mut staged_rows = 0;
+        for (s, f) in batch.submissions.iter_mut().zip(&fates) {
+            let mut fate = f.iter();
+            s.rows.retain(|_| matches!(fate.next(), Some(Fate::Stage)));
+            staged_rows += s.rows.len();
+            ranges.push(s.rows.first().zip(s.rows.last()).map(|(a, b)| (a.position, b.position)));
+        }
+        batch.rows = staged_rows;
         let last = next_position - 1;
         let span = tracing::debug_span!("flush", rows = batch.rows, first, last);
         let started = Instant::now();
@@ -220,36 +325,64 @@ async fn flush_loop(
                     // while writing (which would deadlock).
                     committed.send_modify(|c| *c = (*c).max(last));
                 }
+                keys.committed(new_keys.into_iter().map(|(k, (a, b))| (k, positions[a][b])));
                 tracing::debug!(rows = batch.rows, ms = started.elapsed().as_millis() as u64, "flushed");
                 let mut published = Vec::with_capacity(batch.rows);
-                for (s, (start, end)) in batch.submissions.into_iter().zip(ranges) {
-                    let info = if s.rows.is_empty() {
-                        let at = *committed.borrow();
-                        CommitInfo {
-                            first_position: 0,
-                            last_position: at,
-                        }
-                    } else {
-                        CommitInfo {
-                            first_position: start,
-                            last_position: end,
-                        }
-                    };
-                    let _ = s.reply.send(Ok(info));
+                for ((s, range), duplicates) in batch.submissions.into_iter().zip(ranges).zip(duplicates) {
+                    let (first_position, last_position) = range.unwrap_or((0, *committed.borrow()));
+                    let _ = s.reply.send(Ok(CommitInfo {
+                        first_position,
+                        last_position,
+                        duplicates,
+                    }));
                     published.extend(s.rows);
                 }
                 // After the acks and the committed position: readers that see this flush
-                // on the bus can also read it from staging.
-                bus.publish(Committed { rows: published });
-            }
-            Err(e) => {
-                tracing::warn!(rows = batch.rows, error = %e, "staging flush failed; nothing in it is acknowledged");
-                let message: Arc<str> = e.to_string().into();
-                for s in batch.submissions {
-                    let _ = s.reply.send(Err(Error::Unavailable(message.to_string())));
+                // can also read it from staging.
+                if !published.is_empty() {
+                    sink.committed(published);
                 }
             }
+            Err(e) => fail(batch, &e),
         }
+    }
+}
+
+/// The payloads of the first copies that rows of this flush duplicate, by position.
+async fn earlier_payloads(client: &Client, fates: &[Vec<Fate>]) -> Result<HashMap<u64, Vec<u8>>> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Payload {
+        position: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    }
+    let mut wanted: Vec<u64> = fates
+        .iter()
+        .flatten()
+        .filter_map(|f| match f {
+            Fate::Earlier(p) => Some(*p),
+            _ => None,
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let rows: Vec<Payload> = fetch_by_keys(
+        client,
+        &format!("SELECT position, payload FROM {EVENTS_TABLE} WHERE position IN ?"),
+        &wanted,
+    )
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.position, r.payload)).collect())
+}
+
+fn fail(batch: Batch, e: &Error) {
+    tracing::warn!(rows = batch.rows, error = %e, "staging flush failed; nothing in it is acknowledged");
+    let message = e.to_string();
+    for s in batch.submissions {
+        let _ = s.reply.send(Err(Error::Unavailable(message.clone())));
     }
 }
 

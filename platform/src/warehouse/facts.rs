@@ -1,7 +1,7 @@
 //! Event facts: `fact_transfer`, `fact_vital_sign`, `fact_lab_result`,
 //! `fact_medication`, `fact_charge`, `fact_bed_status`, `fact_diagnosis`,
-//! `fact_procedure`. One row per source event (per
-//! observation for vital signs), keyed by (date_key, source_system, source_event_id), so
+//! `fact_procedure`, `fact_vital_sign_set`. One row per source event (per
+//! observation for vital signs, and one per set in `fact_vital_sign_set`), keyed by (date_key, source_system, source_event_id), so
 //! writing an event twice keeps one row.
 //!
 //! Owns: the row shapes of these tables and their writes. Must not: decode events or
@@ -16,6 +16,7 @@ use crate::error::Result;
 
 pub const TRANSFER_TABLE: &str = "fact_transfer";
 pub const VITAL_SIGN_TABLE: &str = "fact_vital_sign";
+pub const VITAL_SIGN_SET_TABLE: &str = "fact_vital_sign_set";
 pub const LAB_RESULT_TABLE: &str = "fact_lab_result";
 pub const MEDICATION_TABLE: &str = "fact_medication";
 pub const CHARGE_TABLE: &str = "fact_charge";
@@ -225,11 +226,34 @@ pub struct FactProcedure {
     pub version: Version,
 }
 
+/// One vital-signs set: the NEWS2 inputs of the set as charted.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct FactVitalSignSet {
+    pub date_key: u32,
+    pub source_system: String,
+    pub source_event_id: String,
+    pub source_position: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub patient_key: Uuid,
+    pub encounter_id: String,
+    pub taken_at_ms: i64,
+    /// ACVPU ("alert", "new_confusion", ...), empty when not recorded.
+    pub consciousness: String,
+    /// Whether the patient was on supplemental oxygen; None if not recorded.
+    pub supplemental_oxygen: Option<bool>,
+    /// "scale_1", "scale_2", or empty when the set did not say.
+    pub spo2_scale: String,
+    pub observation_count: u16,
+    pub is_deleted: bool,
+    pub version: Version,
+}
+
 /// The event facts of one chunk.
 #[derive(Debug, Default)]
 pub struct EventFacts {
     pub transfers: Vec<FactTransfer>,
     pub vital_signs: Vec<FactVitalSign>,
+    pub vital_sign_sets: Vec<FactVitalSignSet>,
     pub lab_results: Vec<FactLabResult>,
     pub medications: Vec<FactMedication>,
     pub charges: Vec<FactCharge>,
@@ -249,6 +273,10 @@ impl EventFacts {
             (
                 VITAL_SIGN_TABLE,
                 insert_rows(client, VITAL_SIGN_TABLE, &self.vital_signs).await?,
+            ),
+            (
+                VITAL_SIGN_SET_TABLE,
+                insert_rows(client, VITAL_SIGN_SET_TABLE, &self.vital_sign_sets).await?,
             ),
             (
                 LAB_RESULT_TABLE,

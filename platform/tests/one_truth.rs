@@ -1,0 +1,509 @@
+//! One truth, as a property: for generated event sequences (late, out-of-order, re-sent
+//! and conflicting events, sets older than 24 h, sets before the admission, scale-2
+//! patients on oxygen, a child) sent to a real platform over gRPC against a real
+//! ClickHouse, with platform restarts at random points (with and without a warehouse load
+//! before them), the census, every patient's NEWS2 score and band, and the alerts raised
+//! equal those of a process that never restarted (the same rules applied in process to
+//! the sequence, first copy of each event id winning); and staging, the warehouse and
+//! the change feed agree on which copy of an event counts.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::*;
+use hospital_platform::realtime::alerts::AlertState;
+use hospital_platform::realtime::census::CensusState;
+use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item, ClinicalEvent};
+use hospital_proto::realtime::alert_service_client::AlertServiceClient;
+use hospital_proto::realtime::census_service_client::CensusServiceClient;
+use hospital_proto::realtime::change_feed_service_client::ChangeFeedServiceClient;
+use hospital_proto::realtime::{Census, GetCensusRequest, GetScoresRequest, PatientScore, SubscribeRequest};
+use hospital_testkit::ClickHouseServer;
+use prost::Message;
+use prost_types::Timestamp;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const HOUR: i64 = 3600;
+const AUTHORITY: &str = "HOSP";
+
+struct Gen {
+    rng: StdRng,
+    t0: i64,
+    n: usize,
+}
+
+impl Gen {
+    fn event(&mut self, at_secs: i64, mrn: Option<&str>, payload: Payload) -> ClinicalEvent {
+        self.n += 1;
+        ClinicalEvent {
+            event_id: format!("ev-{}", self.n),
+            source_system: "ward-ehr".into(),
+            occurred_at: Some(Timestamp {
+                seconds: self.t0 + at_secs,
+                nanos: 0,
+            }),
+            patient: mrn.map(|m| pb::PatientRef {
+                mrn: m.into(),
+                assigning_authority: AUTHORITY.into(),
+            }),
+            payload: Some(payload),
+        }
+    }
+
+    /// A partial or full set with values across every NEWS2 band.
+    fn vitals(&mut self, enc: &str, scale_2: bool) -> Payload {
+        let r = &mut self.rng;
+        let mut observations = Vec::new();
+        let mut o = |code: &str, v: f64, unit: &str| {
+            observations.push(pb::Observation {
+                loinc_code: code.into(),
+                value: v,
+                unit: unit.into(),
+            })
+        };
+        let full = r.random_bool(0.7);
+        if full || r.random_bool(0.5) {
+            o("9279-1", f64::from(r.random_range(7..32)), "/min");
+        }
+        if full || r.random_bool(0.5) {
+            o("59408-5", f64::from(r.random_range(82..100)), "%");
+        }
+        if full || r.random_bool(0.5) {
+            o("8480-6", f64::from(r.random_range(85..225)), "mm[Hg]");
+        }
+        if full || r.random_bool(0.5) {
+            o("8867-4", f64::from(r.random_range(38..140)), "/min");
+        }
+        if full || r.random_bool(0.5) {
+            o("8310-5", f64::from(r.random_range(348..396)) / 10.0, "Cel");
+        }
+        let consciousness = match r.random_range(0..10) {
+            0 => pb::Consciousness::NewConfusion,
+            1 => pb::Consciousness::Voice,
+            2 | 3 => pb::Consciousness::Unspecified,
+            _ => pb::Consciousness::Alert,
+        };
+        let supplemental_oxygen = match r.random_range(0..4) {
+            0 => None,
+            1 => Some(true),
+            _ => Some(scale_2 && r.random_bool(0.7)),
+        };
+        let spo2_scale = if scale_2 && r.random_bool(0.5) {
+            pb::Spo2Scale::Spo2Scale2
+        } else if r.random_bool(0.1) {
+            pb::Spo2Scale::Spo2Scale1
+        } else {
+            pb::Spo2Scale::Unspecified
+        };
+        if observations.is_empty() && consciousness == pb::Consciousness::Unspecified && supplemental_oxygen.is_none() {
+            observations.push(pb::Observation {
+                loinc_code: "8867-4".into(),
+                value: 120.0,
+                unit: "/min".into(),
+            });
+        }
+        Payload::VitalSigns(pb::VitalSigns {
+            encounter_id: enc.into(),
+            observations,
+            consciousness: consciousness as i32,
+            supplemental_oxygen,
+            spo2_scale: spo2_scale as i32,
+        })
+    }
+}
+
+fn location(dept: &str, ward: &str, bed: &str) -> Option<pb::Location> {
+    Some(pb::Location {
+        department_code: dept.into(),
+        ward_code: ward.into(),
+        bed_code: bed.into(),
+    })
+}
+
+/// The events of one generated case, in the order they are sent, with the ids that were
+/// re-sent with different content.
+fn generate(seed: u64) -> (Vec<ClinicalEvent>, BTreeSet<String>) {
+    let t0 = now_secs() / HOUR * HOUR - 4 * 24 * HOUR;
+    let mut g = Gen {
+        rng: StdRng::seed_from_u64(seed),
+        t0,
+        n: 0,
+    };
+    let wards = [("MED", "W1"), ("SURG", "W2"), ("ICU", "W3")];
+    // (time in seconds after t0, event): sorted by time, then perturbed.
+    let mut timed: Vec<(i64, ClinicalEvent)> = Vec::new();
+    for (dept, ward) in wards {
+        let e = g.event(
+            0,
+            None,
+            Payload::ReferenceData(pb::ReferenceData {
+                item: Some(Item::Ward(pb::Ward {
+                    department_code: dept.into(),
+                    department_name: dept.into(),
+                    ward_code: ward.into(),
+                    ward_name: format!("Ward {ward}"),
+                    bed_count: 8,
+                })),
+            }),
+        );
+        timed.push((0, e));
+    }
+    let patients = g.rng.random_range(5..9);
+    for i in 0..patients {
+        let mrn = format!("M{seed}-{i}");
+        let enc = format!("E{seed}-{i}");
+        let child = i == 1;
+        let scale_2 = i % 3 == 0;
+        let admitted = g.rng.random_range(0..12) * HOUR;
+        let birth_year = if child { 2018 } else { g.rng.random_range(1930..2000) };
+        let reg = g.event(
+            admitted - HOUR,
+            Some(&mrn),
+            Payload::PatientRegistered(pb::PatientDemographics {
+                given_name: "Pat".into(),
+                family_name: format!("Ient{i}"),
+                birth_date: Some(pb::Date {
+                    year: birth_year,
+                    month: 6,
+                    day: 15,
+                }),
+                sex: pb::AdministrativeSex::Female as i32,
+                ..Default::default()
+            }),
+        );
+        timed.push((admitted - HOUR, reg));
+        let (dept, ward) = wards[i % 2];
+        let bed = format!("{ward}-B{i}");
+        let adm = g.event(
+            admitted,
+            Some(&mrn),
+            Payload::Admission(pb::Admission {
+                encounter_id: enc.clone(),
+                encounter_class: pb::EncounterClass::Inpatient as i32,
+                admission_type: pb::AdmissionType::Emergency as i32,
+                location: location(dept, ward, &bed),
+                ..Default::default()
+            }),
+        );
+        timed.push((admitted, adm));
+        // Vital signs from before the admission (in the ED) to 80 h after t0.
+        let sets = g.rng.random_range(4..12);
+        for _ in 0..sets {
+            let at = admitted - 2 * HOUR + g.rng.random_range(0..(80 * HOUR - admitted));
+            let v = g.vitals(&enc, scale_2);
+            let e = g.event(at, Some(&mrn), v);
+            timed.push((at, e));
+        }
+        if g.rng.random_bool(0.4) {
+            let at = admitted + g.rng.random_range(2..30) * HOUR;
+            let to = format!("W3-B{i}");
+            let t = g.event(
+                at,
+                Some(&mrn),
+                Payload::Transfer(pb::Transfer {
+                    encounter_id: enc.clone(),
+                    from: location(dept, ward, &bed),
+                    to: location("ICU", "W3", &to),
+                }),
+            );
+            timed.push((at, t));
+        }
+        if g.rng.random_bool(0.3) {
+            let at = admitted + g.rng.random_range(40..70) * HOUR;
+            let d = g.event(
+                at,
+                Some(&mrn),
+                Payload::Discharge(pb::Discharge {
+                    encounter_id: enc.clone(),
+                    disposition: pb::DischargeDisposition::Home as i32,
+                }),
+            );
+            timed.push((at, d));
+        }
+    }
+    timed.sort_by_key(|(at, e)| (*at, e.event_id.clone()));
+    let mut events: Vec<ClinicalEvent> = timed.into_iter().map(|(_, e)| e).collect();
+
+    // Late arrivals: some vital sets move later in the send order (some by days).
+    let n = events.len();
+    for _ in 0..n / 6 {
+        let from = g.rng.random_range(0..events.len());
+        if !matches!(events[from].payload, Some(Payload::VitalSigns(_))) {
+            continue;
+        }
+        let e = events.remove(from);
+        let to = g.rng.random_range(from..=events.len());
+        events.insert(to, e);
+    }
+    // Re-sends of the same content, and conflicting re-sends (same id, other content).
+    let mut conflicting = BTreeSet::new();
+    for _ in 0..n / 8 {
+        let from = g.rng.random_range(0..events.len());
+        let mut copy = events[from].clone();
+        if let Some(Payload::VitalSigns(_)) = copy.payload {
+            if g.rng.random_bool(0.5) {
+                let enc = format!("E{seed}-x");
+                copy.payload = Some(g.vitals(&enc, true));
+                if copy.encode_to_vec() != events[from].encode_to_vec() {
+                    conflicting.insert(copy.event_id.clone());
+                }
+            }
+        }
+        let to = g.rng.random_range(from + 1..=events.len());
+        events.insert(to, copy);
+    }
+    (events, conflicting)
+}
+
+/// What a process that never restarted holds after `events`: the same rules, in
+/// process, over the events' first copies in order.
+struct Reference {
+    census: CensusState,
+    alerts: AlertState,
+    raised: Vec<(String, i32, u32, i32, i32)>,
+    first: HashMap<String, ClinicalEvent>,
+    positions: u64,
+}
+
+impl Reference {
+    fn new() -> Self {
+        Self {
+            census: CensusState::new(),
+            alerts: AlertState::new(),
+            raised: Vec::new(),
+            first: HashMap::new(),
+            positions: 0,
+        }
+    }
+
+    fn apply(&mut self, e: &ClinicalEvent) {
+        if self.first.contains_key(&e.event_id) {
+            return;
+        }
+        self.first.insert(e.event_id.clone(), e.clone());
+        self.positions += 1;
+        self.census.apply(self.positions, e);
+        let location = e.patient.as_ref().and_then(|p| self.census.location_of(p));
+        if let Some(a) = self.alerts.apply(self.positions, e, location.as_ref()) {
+            self.raised.push((a.alert_id, a.kind, a.score, a.band, a.previous_band));
+        }
+    }
+}
+
+fn comparable_census(mut c: Census) -> Census {
+    c.as_of = None;
+    c.position = 0;
+    for p in &mut c.ed_waiting {
+        p.waiting_minutes = 0;
+    }
+    c
+}
+
+fn comparable_scores(scores: Vec<PatientScore>) -> BTreeMap<String, String> {
+    scores
+        .into_iter()
+        .map(|s| {
+            let mrn = s.patient.as_ref().map(|p| p.mrn.clone()).unwrap_or_default();
+            let subscores: BTreeMap<_, _> = s.subscores.into_iter().collect();
+            (
+                mrn,
+                format!(
+                    "ward {} bed {} score {} band {} subscores {:?} missing {:?} observed_at {:?}",
+                    s.ward_code, s.bed_code, s.score, s.band, subscores, s.missing_parameters, s.observed_at
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn live_census(addr: std::net::SocketAddr, at: u64) -> Census {
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    let mut client = CensusServiceClient::new(channel);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = client
+            .get_census(GetCensusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if c.position >= at {
+            return c;
+        }
+        assert!(std::time::Instant::now() < deadline, "census did not reach {at}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The audit table once it holds `expected` rows (the audit writer is asynchronous).
+fn audited(ch: &ClickHouseServer, expected: usize) -> BTreeSet<(String, i32, u32, i32, i32)> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = ch
+            .query(
+                "SELECT alert_id, kind, score, band, previous_band FROM warehouse.news2_alerts FINAL \
+                 ORDER BY alert_id FORMAT TabSeparated",
+            )
+            .unwrap();
+        let rows: BTreeSet<_> = out
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let band = |s: &str| match s {
+                    "low" => 1,
+                    "low_medium" => 2,
+                    "medium" => 3,
+                    "high" => 4,
+                    _ => 0,
+                };
+                let kind = if f[1] == "escalation" { 2 } else { 1 };
+                (f[0].to_string(), kind, f[2].parse().unwrap(), band(f[3]), band(f[4]))
+            })
+            .collect();
+        if rows.len() >= expected || std::time::Instant::now() > deadline {
+            return rows;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn run_case(seed: u64) {
+    let (events, conflicting) = generate(seed);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut requests: Vec<Vec<ClinicalEvent>> = Vec::new();
+    let mut rest = &events[..];
+    while !rest.is_empty() {
+        let k = rng.random_range(1..=rest.len().min(12));
+        requests.push(rest[..k].to_vec());
+        rest = &rest[k..];
+    }
+    let restarts: BTreeSet<usize> = (0..2).map(|_| rng.random_range(0..requests.len())).collect();
+    let mut reference = Reference::new();
+
+    let ch = clickhouse();
+    let mut platform = start_platform(&ch).await;
+    let mut resent = 0usize;
+    let mut differing = BTreeSet::new();
+    for (i, req) in requests.iter().enumerate() {
+        if restarts.contains(&i) {
+            if rng.random_bool(0.5) {
+                run_warehouse_load(platform.local_addr(), false).await;
+            }
+            platform.shutdown().await.unwrap();
+            platform = start_platform(&ch).await;
+        }
+        let ack = ingest_client(platform.local_addr())
+            .await
+            .ingest_batch(request(i, req))
+            .await
+            .unwrap_or_else(|s| panic!("seed {seed} request {i}: {s:?}"))
+            .into_inner();
+        assert!(ack.rejections.is_empty(), "seed {seed}: {:?}", ack.rejections);
+        assert_eq!(ack.committed_event_ids.len(), req.len());
+        for d in &ack.duplicates {
+            resent += 1;
+            if d.content_differs {
+                differing.insert(d.event_id.clone());
+            }
+        }
+        for e in req {
+            reference.apply(e);
+        }
+    }
+    assert_eq!(
+        resent,
+        events.len() - reference.first.len(),
+        "seed {seed}: every copy is answered as one"
+    );
+    assert_eq!(differing, conflicting, "seed {seed}: conflicting copies are told so");
+
+    // Real-time state: equal to the process that never restarted.
+    let addr = platform.local_addr();
+    let census = live_census(addr, reference.positions).await;
+    let want = reference
+        .census
+        .snapshot(&GetCensusRequest::default(), hospital_platform::now_ms());
+    assert_eq!(
+        comparable_census(census),
+        comparable_census(want),
+        "seed {seed}: census"
+    );
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    let scores = AlertServiceClient::new(channel)
+        .get_scores(GetScoresRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .scores;
+    let want_scores = reference.alerts.scores(&[], |p| reference.census.location_of(p));
+    assert!(!want_scores.is_empty(), "seed {seed}: some patients are scored");
+    assert_eq!(
+        comparable_scores(scores),
+        comparable_scores(want_scores),
+        "seed {seed}: scores and bands"
+    );
+    let want_alerts: BTreeSet<_> = reference.raised.iter().cloned().collect();
+    assert_eq!(
+        audited(&ch, want_alerts.len()),
+        want_alerts,
+        "seed {seed}: alerts raised"
+    );
+
+    // Staging, the warehouse and the change feed hold the first copy of each event.
+    run_warehouse_load(addr, false).await;
+    assert_eq!(
+        count(&ch, "SELECT count() FROM staging.events"),
+        reference.first.len() as u64,
+        "seed {seed}: one staged copy per event"
+    );
+    let mut feed = ChangeFeedServiceClient::new(hospital_client::connect(&endpoint(addr)).await.unwrap())
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut delivered = 0usize;
+    while delivered < reference.first.len() {
+        let c = tokio::time::timeout(Duration::from_secs(30), feed.message())
+            .await
+            .expect("the feed delivers every committed event")
+            .unwrap()
+            .expect("feed open");
+        let event = c.event.expect("event");
+        let first = &reference.first[&event.event_id];
+        assert_eq!(
+            event.payload, first.payload,
+            "seed {seed}: the feed carries the first copy"
+        );
+        delivered += 1;
+    }
+    for id in &conflicting {
+        let Some(Payload::VitalSigns(v)) = &reference.first[id].payload else {
+            continue;
+        };
+        let row = ch
+            .query(&format!(
+                "SELECT encounter_id, observation_count FROM warehouse.fact_vital_sign_set FINAL \
+                 WHERE source_event_id = '{id}' FORMAT TabSeparated"
+            ))
+            .unwrap();
+        assert_eq!(
+            row.trim(),
+            format!("{}\t{}", v.encounter_id, v.observations.len()),
+            "seed {seed}: the warehouse keeps the first copy of {id}"
+        );
+    }
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_state_equals_a_process_that_never_restarted() {
+    let cases: u64 = std::env::var("ONE_TRUTH_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6);
+    for seed in 1..=cases {
+        run_case(seed).await;
+    }
+}
