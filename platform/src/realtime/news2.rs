@@ -856,7 +856,17 @@ mod tests {
                                         let sum: u8 = news.subscores.iter().map(|(_, s)| s.unwrap()).sum();
                                         assert_eq!(news.total, sum);
                                         assert!(news.total <= MAX_TOTAL);
-                                        assert_eq!(news.band, RiskBand::from_total(news.total, news.any_single_three));
+                                        // The band by RCP 2017 Chart 3, from the subscores
+                                        // themselves (not the scorer's own band function).
+                                        let single_three = news.subscores.iter().any(|(_, s)| *s == Some(3));
+                                        let band = match sum {
+                                            7.. => RiskBand::High,
+                                            5..=6 => RiskBand::Medium,
+                                            _ if single_three => RiskBand::LowMedium,
+                                            _ => RiskBand::Low,
+                                        };
+                                        assert_eq!(news.band, band);
+                                        assert_eq!(news.any_single_three, single_three);
                                         seen_max = seen_max.max(news.total);
                                     }
                                 }

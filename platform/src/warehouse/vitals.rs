@@ -128,7 +128,7 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
     .await?;
     let identities: HashMap<Uuid, (String, String)> = super::fetch_by_keys::<_, Identity>(
         warehouse,
-        "SELECT patient_key, assigning_authority, mrn FROM patient_identity FINAL WHERE toString(patient_key) IN ?",
+        "SELECT patient_key, assigning_authority, mrn FROM patient_identity FINAL WHERE patient_key IN ?",
         &keys,
     )
     .await?
