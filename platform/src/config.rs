@@ -146,6 +146,14 @@ pub struct MllpConfig {
     /// Largest HL7 message accepted in one frame; a bigger one is answered AR and its
     /// connection closed.
     pub max_message_bytes: usize,
+    /// A connection with no frame under way that receives no complete frame for this
+    /// long (since it opened or since its last answer) is closed; senders reconnect.
+    pub idle_timeout_ms: u64,
+    /// A frame (or unframed input) that has started must be complete within this long,
+    /// or its connection is closed without an answer.
+    pub read_timeout_ms: u64,
+    /// Connections served at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
 
 impl Default for MllpConfig {
@@ -153,6 +161,9 @@ impl Default for MllpConfig {
         Self {
             listen: None,
             max_message_bytes: 1024 * 1024,
+            idle_timeout_ms: 600_000,
+            read_timeout_ms: 30_000,
+            max_connections: 256,
         }
     }
 }
@@ -199,6 +210,12 @@ impl Config {
         }
         if self.mllp.max_message_bytes < 64 {
             return bad("mllp.max_message_bytes must be at least 64");
+        }
+        if self.mllp.idle_timeout_ms == 0 || self.mllp.read_timeout_ms == 0 {
+            return bad("mllp.idle_timeout_ms and mllp.read_timeout_ms must be at least 1");
+        }
+        if self.mllp.max_connections == 0 {
+            return bad("mllp.max_connections must be at least 1");
         }
         if !self.clickhouse.url.starts_with("http://") && !self.clickhouse.url.starts_with("https://") {
             return bad("clickhouse.url must start with http:// or https://");
@@ -256,5 +273,15 @@ mod tests {
         let mut c = Config::default();
         c.mllp.max_message_bytes = 10;
         assert!(c.validate().is_err());
+        let zeros: [fn(&mut Config); 3] = [
+            |c| c.mllp.idle_timeout_ms = 0,
+            |c| c.mllp.read_timeout_ms = 0,
+            |c| c.mllp.max_connections = 0,
+        ];
+        for zero in zeros {
+            let mut c = Config::default();
+            zero(&mut c);
+            assert!(c.validate().is_err());
+        }
     }
 }

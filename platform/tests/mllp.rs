@@ -6,13 +6,16 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use common::*;
+use hospital_platform::config::MllpConfig;
 use hospital_platform::server::mllp::{frame, Frame, FrameDecoder};
 use hospital_sources::hl7v2::{parse_message, Message};
 use hospital_testkit::ClickHouseServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 fn sample(name: &str) -> Vec<u8> {
     let base = std::env::var_os("HOSPITAL_SHARED_DATA")
@@ -61,11 +64,11 @@ impl Conn {
             }
             let n = tokio::time::timeout(std::time::Duration::from_secs(30), self.stream.read(&mut buf))
                 .await
-                .expect("ACK within 30 s")
-                .unwrap();
-            if n == 0 {
+                .expect("ACK within 30 s");
+            // Closed (or reset) by the server: no ACK.
+            let Ok(n @ 1..) = n else {
                 return None;
-            }
+            };
             self.decoder.push(&buf[..n]);
         }
     }
@@ -94,11 +97,37 @@ fn staged(ch: &ClickHouseServer, event_id: &str) -> u64 {
 }
 
 async fn start(ch: &ClickHouseServer) -> hospital_platform::server::Platform {
+    start_with(ch, |_| {}).await
+}
+
+/// The platform with its MLLP listener, after `tune` has changed its `mllp` section.
+async fn start_with(ch: &ClickHouseServer, tune: impl FnOnce(&mut MllpConfig)) -> hospital_platform::server::Platform {
     let mut c = config(ch);
     c.mllp.listen = Some("127.0.0.1:0".parse().unwrap());
+    tune(&mut c.mllp);
     // Some samples are dated in 2029 (EVN-2); they are test data, not clock skew.
     c.ingest.max_future_secs = 10 * 365 * 86_400;
     hospital_platform::server::start(c).await.expect("platform starts")
+}
+
+/// A timeout short enough for a test to wait for, long enough for a loaded machine to
+/// send a few bytes within.
+const SHORT_MS: u64 = 300;
+const LONG_MS: u64 = 600_000;
+
+/// Reads until the server closes the connection (end of stream, or a reset), within a
+/// deadline; returns what it sent before closing.
+async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("the server did not close the connection within 30 s"),
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,5 +281,136 @@ async fn clickhouse_down_gives_ae_then_the_resend_is_acked() {
     assert_eq!(msa(&ack), ("AA".into(), control_id(&adt)), "{}", err_text(&ack));
     assert_eq!((staged(&ch, "1|599102"), staged(&ch, "1|599102-2")), (1, 1));
     assert_eq!(count(&ch, "SELECT count() FROM staging.events"), 10);
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unframed_input_gets_ar_when_it_is_hl7_and_is_closed() {
+    let ch = clickhouse();
+    let platform = start(&ch).await;
+    let addr = platform.mllp_addr().unwrap();
+
+    // An HL7 sender that forgot the framing: AR naming its control id, then closed;
+    // nothing staged.
+    let mut raw = Conn::open(addr).await;
+    let body = sample("ADT-A02-01.hl7");
+    raw.stream.write_all(b"\r\n").await.unwrap();
+    raw.stream.write_all(&body).await.unwrap();
+    let ack = raw.read_ack().await.expect("an AR before closing");
+    assert_eq!(msa(&ack), ("AR".into(), control_id(&body)));
+    assert!(err_text(&ack).contains("not MLLP framed"), "{}", err_text(&ack));
+    closed_by_server(&mut raw.stream).await;
+    assert_eq!(staged(&ch, "GHHSFacility|MSG00001"), 0);
+
+    // Not HL7 at all (an HTTP client on the wrong port): closed without an answer.
+    let mut http = TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert_eq!(closed_by_server(&mut http).await, b"");
+
+    // Whitespace between frames is not unframed input: the same message, framed,
+    // after blank lines, is acked and the connection stays open for the next one.
+    let mut good = Conn::open(addr).await;
+    good.stream.write_all(b"\r\n\n ").await.unwrap();
+    assert_eq!(msa(&good.send(&body).await), ("AA".into(), control_id(&body)));
+    good.stream.write_all(b"\r\n").await.unwrap();
+    let lab = sample("LAB-ORU-1.hl7");
+    assert_eq!(msa(&good.send(&lab).await).0, "AA");
+    assert_eq!(staged(&ch, "GHHSFacility|MSG00001"), 1);
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_frames_and_idle_connections_are_closed() {
+    let ch = clickhouse();
+    let body = sample("ADT-A02-01.hl7");
+
+    // Read timeout short, idle timeout long.
+    let platform = start_with(&ch, |m| {
+        m.read_timeout_ms = SHORT_MS;
+        m.idle_timeout_ms = LONG_MS;
+    })
+    .await;
+    let addr = platform.mllp_addr().unwrap();
+    let mut idle = Conn::open(addr).await;
+    // A frame started and never ended: closed without an answer.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&[0x0B]).await.unwrap();
+    stalled.write_all(&body[..body.len() / 2]).await.unwrap();
+    assert_eq!(closed_by_server(&mut stalled).await, b"");
+    // Unframed bytes without a line end run under the same timeout.
+    let mut partial = TcpStream::connect(addr).await.unwrap();
+    partial.write_all(b"MSH|^~").await.unwrap();
+    assert_eq!(closed_by_server(&mut partial).await, b"");
+    // The connection opened before them, idle all along, is still served.
+    assert_eq!(msa(&idle.send(&body).await).0, "AA");
+    platform.shutdown().await.unwrap();
+
+    // Idle timeout short, read timeout long.
+    let platform = start_with(&ch, |m| {
+        m.read_timeout_ms = LONG_MS;
+        m.idle_timeout_ms = SHORT_MS;
+    })
+    .await;
+    let addr = platform.mllp_addr().unwrap();
+    // A frame under way is not idle: opened first, it outlives the idle connection
+    // opened after it, then completes and is acked.
+    let mut slow = Conn::open(addr).await;
+    slow.stream.write_all(&[0x0B]).await.unwrap();
+    slow.stream.write_all(&body[..10]).await.unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(closed_by_server(&mut idle).await, b"", "an idle connection is closed");
+    slow.stream.write_all(&body[10..]).await.unwrap();
+    slow.stream.write_all(&[0x1C, 0x0D]).await.unwrap();
+    let ack = slow.read_ack().await.expect("the slow frame is answered");
+    assert_eq!(msa(&ack), ("AA".into(), control_id(&body)));
+    // After its answer the connection is idle again, and closed.
+    assert!(slow.read_ack().await.is_none(), "closed once idle after its answer");
+    platform.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_above_the_cap_are_refused() {
+    let ch = clickhouse();
+    let platform = start_with(&ch, |m| m.max_connections = 3).await;
+    let addr = platform.mllp_addr().unwrap();
+    let body = sample("ADT-A02-01.hl7");
+
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        let mut c = Conn::open(addr).await;
+        assert_eq!(msa(&c.send(&body).await).0, "AA");
+        served.push(c);
+    }
+    // The fourth is closed at once, without an answer even to a message.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let _ = extra.write_all(&frame(std::str::from_utf8(&body).unwrap())).await;
+    assert_eq!(
+        closed_by_server(&mut extra).await,
+        b"",
+        "the connection above the cap is closed"
+    );
+    // The first three are still served.
+    for c in &mut served {
+        assert_eq!(msa(&c.send(&body).await).0, "AA");
+    }
+    // One of them leaves: its place is free again (once the server has seen it go).
+    drop(served.pop());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = Conn::open(addr).await;
+        c.stream
+            .write_all(&frame(std::str::from_utf8(&body).unwrap()))
+            .await
+            .unwrap_or_default();
+        if let Some(ack) = c.read_ack().await {
+            assert_eq!(msa(&ack).0, "AA");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a freed place is not given to a new connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     platform.shutdown().await.unwrap();
 }

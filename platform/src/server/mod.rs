@@ -147,7 +147,7 @@ pub async fn start(config: Config) -> Result<Platform> {
             let ctx = mllp::MllpContext {
                 writer: writer.handle(),
                 ingest: ingest.options,
-                max_message_bytes: config.mllp.max_message_bytes,
+                config: config.mllp.clone(),
                 map: Default::default(),
             };
             let (addr, task) = mllp::start(listen, ctx, shutdown.clone())
