@@ -507,3 +507,135 @@ async fn live_state_equals_a_process_that_never_restarted() {
         run_case(seed).await;
     }
 }
+
+/// A full set on `scale`, on oxygen or air, everything else normal.
+fn set(enc: &str, spo2: f64, oxygen: bool, scale: pb::Spo2Scale) -> Payload {
+    let o = |c: &str, v: f64, u: &str| pb::Observation {
+        loinc_code: c.into(),
+        value: v,
+        unit: u.into(),
+    };
+    Payload::VitalSigns(pb::VitalSigns {
+        encounter_id: enc.into(),
+        observations: vec![
+            o("9279-1", 16.0, "/min"),
+            o("59408-5", spo2, "%"),
+            o("8480-6", 120.0, "mm[Hg]"),
+            o("8867-4", 70.0, "/min"),
+            o("8310-5", 37.0, "Cel"),
+        ],
+        consciousness: pb::Consciousness::Alert as i32,
+        supplemental_oxygen: Some(oxygen),
+        spo2_scale: scale as i32,
+    })
+}
+
+async fn scores_of(addr: std::net::SocketAddr) -> BTreeMap<String, (u32, i32)> {
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    AlertServiceClient::new(channel)
+        .get_scores(GetScoresRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .scores
+        .into_iter()
+        .map(|s| (s.patient.unwrap().mrn, (s.score, s.band)))
+        .collect()
+}
+
+/// The regressions found by hand, each after a restart with and without a warehouse
+/// load first: a scale-2 patient's 97% on oxygen stays 5 (medium); a patient whose
+/// latest set raised an alert keeps their score; a set dated 25 h before the newest
+/// scores nothing live and after the restart alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_2_alerted_and_late_sets_survive_a_restart() {
+    use hospital_proto::realtime::RiskBand;
+    for load_first in [false, true] {
+        let ch = clickhouse();
+        let mut platform = start_platform(&ch).await;
+        let mut g = Gen {
+            rng: StdRng::seed_from_u64(0),
+            t0: now_secs() / HOUR * HOUR - 2 * 24 * HOUR,
+            n: 0,
+        };
+        let admit = |g: &mut Gen, mrn: &str, bed: &str| {
+            g.event(
+                0,
+                Some(mrn),
+                Payload::Admission(pb::Admission {
+                    encounter_id: format!("E-{mrn}"),
+                    encounter_class: pb::EncounterClass::Inpatient as i32,
+                    admission_type: pb::AdmissionType::Emergency as i32,
+                    location: location("MED", "W1", bed),
+                    ..Default::default()
+                }),
+            )
+        };
+        let mut events = vec![
+            admit(&mut g, "COPD", "B1"),
+            admit(&mut g, "ALERTED", "B2"),
+            admit(&mut g, "LATE", "B3"),
+        ];
+        // 97% on oxygen on scale 2: 3 + 2 = 5, medium; then a set that does not say.
+        events.push(g.event(HOUR, Some("COPD"), set("E-COPD", 97.0, true, pb::Spo2Scale::Spo2Scale2)));
+        events.push(g.event(
+            2 * HOUR,
+            Some("COPD"),
+            set("E-COPD", 97.0, true, pb::Spo2Scale::Unspecified),
+        ));
+        // 89% on air on scale 1: 3, low-medium, an alert raised by the latest set.
+        events.push(g.event(
+            HOUR,
+            Some("ALERTED"),
+            set("E-ALERTED", 89.0, false, pb::Spo2Scale::Unspecified),
+        ));
+        // Newest normal, then a set 25 h older arriving late with an RR of 30.
+        events.push(g.event(
+            30 * HOUR,
+            Some("LATE"),
+            set("E-LATE", 97.0, false, pb::Spo2Scale::Unspecified),
+        ));
+        let mut late = g.event(
+            5 * HOUR,
+            Some("LATE"),
+            set("E-LATE", 97.0, false, pb::Spo2Scale::Unspecified),
+        );
+        if let Some(Payload::VitalSigns(v)) = late.payload.as_mut() {
+            v.observations[0].value = 30.0;
+        }
+        events.push(late);
+        let ack = ingest_client(platform.local_addr())
+            .await
+            .ingest_batch(request("r", &events))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.committed_event_ids.len(), events.len());
+        live_census(platform.local_addr(), ack.committed_position).await;
+        let expected = BTreeMap::from([
+            ("ALERTED".to_string(), (3, RiskBand::LowMedium as i32)),
+            ("COPD".to_string(), (5, RiskBand::Medium as i32)),
+            ("LATE".to_string(), (0, RiskBand::Low as i32)),
+        ]);
+        assert_eq!(scores_of(platform.local_addr()).await, expected, "live");
+        let alerts = audited(&ch, 2);
+        assert_eq!(
+            alerts.len(),
+            2,
+            "COPD and ALERTED, nothing for the late set: {alerts:?}"
+        );
+
+        if load_first {
+            run_warehouse_load(platform.local_addr(), false).await;
+        }
+        platform.shutdown().await.unwrap();
+        let platform = start_platform(&ch).await;
+        live_census(platform.local_addr(), ack.committed_position).await;
+        assert_eq!(
+            scores_of(platform.local_addr()).await,
+            expected,
+            "after a restart (warehouse load first: {load_first})"
+        );
+        platform.shutdown().await.unwrap();
+    }
+}

@@ -493,7 +493,7 @@ fn simulated_deterioration_raises_the_alerts_news2_calls_for() {
     type Location = (String, String, String);
     let mut birth: HashMap<String, pb::Date> = HashMap::new();
     let mut location: HashMap<String, Location> = HashMap::new();
-    let mut last_band: HashMap<String, Band> = HashMap::new();
+    let mut last_band: HashMap<String, (Band, i64)> = HashMap::new();
     let mut expected = Vec::new();
     // Encounters charted low at some point, and those of them charted high later.
     let (mut was_low, mut turned_high) = (HashSet::new(), HashSet::new());
@@ -528,7 +528,8 @@ fn simulated_deterioration_raises_the_alerts_news2_calls_for() {
             }
             Payload::VitalSigns(v) => {
                 if news2::applicability(Some(age_years(&birth[&mrn], at)), None).is_err() {
-                    continue; // under 16: not scored
+                    last_band.remove(&mrn);
+                    continue; // under 16: not scored, and no band
                 }
                 let scale = if v.spo2_scale == pb::Spo2Scale::Spo2Scale2 as i32 {
                     Spo2Scale::Scale2
@@ -546,7 +547,11 @@ fn simulated_deterioration_raises_the_alerts_news2_calls_for() {
                     }
                     _ => {}
                 }
-                let previous = last_band.insert(mrn.clone(), news.band);
+                // A band scored more than 24 h earlier is no longer the patient's band.
+                let previous = last_band
+                    .insert(mrn.clone(), (news.band, at))
+                    .filter(|(_, then)| at - then <= 24 * 3600)
+                    .map(|(band, _)| band);
                 stayed_high += usize::from(previous == Some(Band::High) && news.band == Band::High);
                 let kind = match previous {
                     _ if news.band == Band::Low => None,
