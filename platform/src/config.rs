@@ -223,8 +223,37 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration as TOML with its secrets replaced by [`REDACTED`]: the
+    /// ClickHouse password, and a password written into the ClickHouse URL.
+    pub fn to_redacted_toml(&self) -> Result<String, ConfigError> {
+        let mut shown = self.clone();
+        if !shown.clickhouse.password.is_empty() {
+            shown.clickhouse.password = REDACTED.into();
+        }
+        shown.clickhouse.url = redact_url(&shown.clickhouse.url);
+        toml::to_string_pretty(&shown).map_err(|e| ConfigError::Invalid(format!("cannot render as TOML: {e}")))
+    }
+
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.staging.flush_interval_ms)
+    }
+}
+
+/// What a secret is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// `scheme://user:password@host...` with the password redacted.
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:{REDACTED}@{host}{}", &rest[authority_end..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -258,21 +287,29 @@ mod tests {
     fn unknown_keys_and_bad_values_are_refused() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[staging]\nflush_rowz = 1\n")?;
-            assert!(
-                Config::load(Some(Path::new("bad.toml"))).is_err(),
-                "a typo is an error, not a default"
-            );
+            let err = Config::load(Some(Path::new("bad.toml"))).expect_err("a typo is an error, not a default");
+            assert!(err.to_string().contains("flush_rowz"), "names the unknown key: {err}");
             Ok(())
         });
+        let refused = |c: Config| c.validate().expect_err("refused").to_string();
         let mut c = Config::default();
         c.staging.flush_rows = 0;
-        assert!(c.validate().is_err());
+        assert_eq!(
+            refused(c),
+            "invalid configuration: staging.flush_rows must be at least 1"
+        );
         let mut c = Config::default();
         c.clickhouse.url = "clickhouse:8123".into();
-        assert!(c.validate().is_err());
+        assert_eq!(
+            refused(c),
+            "invalid configuration: clickhouse.url must start with http:// or https://"
+        );
         let mut c = Config::default();
         c.mllp.max_message_bytes = 10;
-        assert!(c.validate().is_err());
+        assert_eq!(
+            refused(c),
+            "invalid configuration: mllp.max_message_bytes must be at least 64"
+        );
         let zeros: [fn(&mut Config); 3] = [
             |c| c.mllp.idle_timeout_ms = 0,
             |c| c.mllp.read_timeout_ms = 0,
@@ -283,5 +320,26 @@ mod tests {
             zero(&mut c);
             assert!(c.validate().is_err());
         }
+    }
+
+    #[test]
+    fn printed_configuration_hides_secrets() {
+        let mut c = Config::default();
+        c.clickhouse.password = "s3cret-pw".into();
+        c.clickhouse.url = "http://ops:url-pw@clickhouse:8123/?database=x".into();
+        let shown = c.to_redacted_toml().expect("renders");
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("url-pw"), "{shown}");
+        let back: Config = toml::from_str(&shown).expect("still valid TOML of the configuration");
+        assert_eq!(back.clickhouse.password, REDACTED);
+        assert_eq!(back.clickhouse.url, "http://ops:<redacted>@clickhouse:8123/?database=x");
+        assert_eq!(back.clickhouse.user, "default", "what is not secret is shown");
+        assert_eq!(
+            c.clickhouse.password, "s3cret-pw",
+            "the configuration itself is unchanged"
+        );
+        // No password: nothing to hide, and an empty one is shown as empty.
+        let plain: Config = toml::from_str(&Config::default().to_redacted_toml().unwrap()).unwrap();
+        assert_eq!(plain.clickhouse.password, "");
+        assert_eq!(plain.clickhouse.url, "http://127.0.0.1:8123");
     }
 }

@@ -36,7 +36,7 @@ struct Cli {
     /// Seconds between scheduled warehouse loads, 0 to turn off (batch.interval_secs).
     #[arg(long)]
     batch_interval_secs: Option<u64>,
-    /// Print the effective configuration as TOML and exit.
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -65,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
     }
     config.validate()?;
     if cli.print_config {
-        println!("{}", toml::to_string_pretty(&config)?);
+        println!("{}", config.to_redacted_toml()?);
         return Ok(());
     }
 

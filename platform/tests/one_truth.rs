@@ -552,7 +552,7 @@ async fn scale_2_alerted_and_late_sets_survive_a_restart() {
     use hospital_proto::realtime::RiskBand;
     for load_first in [false, true] {
         let ch = clickhouse();
-        let mut platform = start_platform(&ch).await;
+        let platform = start_platform(&ch).await;
         let mut g = Gen {
             rng: StdRng::seed_from_u64(0),
             t0: now_secs() / HOUR * HOUR - 2 * 24 * HOUR,

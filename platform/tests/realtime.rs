@@ -161,6 +161,25 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
     let platform = start_platform(&ch).await;
     let addr = platform.local_addr();
     let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    // The wards first: a filter may only name a ward the census knows.
+    let mut e = Events {
+        t0: now_secs() - 6 * 3600,
+        n: 0,
+    };
+    ingest(
+        addr,
+        vec![
+            e.ev(0, None, ward("MED", "W10", 4)),
+            e.ev(0, None, ward("SUR", "W20", 4)),
+        ],
+    )
+    .await;
+    for _ in 0..300 {
+        if census(addr).await.wards.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut w10 = AlertServiceClient::new(channel.clone())
         .subscribe_alerts(SubscribeAlertsRequest {
             ward_codes: vec!["W10".into()],
@@ -188,15 +207,9 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
         "a snapshot comes first"
     );
 
-    let mut e = Events {
-        t0: now_secs() - 6 * 3600,
-        n: 0,
-    };
     ingest(
         addr,
         vec![
-            e.ev(0, None, ward("MED", "W10", 4)),
-            e.ev(0, None, ward("SUR", "W20", 4)),
             e.ev(1, Some("P1"), admit("E1", "MED", "W10", "W10-1")),
             e.ev(2, Some("P2"), admit("E2", "MED", "W10", "W10-2")),
             e.ev(3, Some("P3"), admit("E3", "SUR", "W20", "W20-1")),

@@ -642,8 +642,20 @@ mod tests {
     }
 
     #[test]
-    fn free_ports_are_nonzero() {
-        assert_ne!(free_port(), 0);
+    fn free_ports_are_free_and_vary() {
+        // A port in use is never offered; an offered port can be bound.
+        let held = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let held_port = held.local_addr().unwrap().port();
+        let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+        assert!(
+            ports.iter().all(|&p| p != 0 && p != held_port),
+            "{ports:?} vs {held_port}"
+        );
+        let bound = TcpListener::bind((Ipv4Addr::LOCALHOST, ports[0])).expect("an offered port is bindable");
+        assert_eq!(bound.local_addr().unwrap().port(), ports[0]);
+        // Successive calls do not keep offering one port (two servers would collide).
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 1, "{ports:?}");
     }
 
     #[test]

@@ -12,10 +12,13 @@ pub mod validate;
 use hospital_proto::ingest as pb;
 use prost::Message;
 
-use crate::error::{Error, Result, Violation};
+use crate::error::{bounded, echo, quote, Error, Result, Violation, MAX_VIOLATION_BYTES};
 use crate::now_ms;
 use crate::staging::{CommitInfo, StagedEvent};
 pub use validate::{kind_of, validate, Limits, ValidEvent, KINDS};
+
+/// Longest `request_id` accepted (it is echoed in the acknowledgement).
+pub const MAX_REQUEST_ID_BYTES: usize = 256;
 
 /// Limits of the door, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -112,11 +115,22 @@ impl PendingAck {
 /// Validates every event of `req`. Fails as a whole only when the request itself is
 /// unacceptable (too many events); invalid events become rejections.
 pub fn prepare(req: pb::IngestRequest, opts: &IngestOptions) -> Result<Prepared> {
+    // The request id is echoed in the answer: it must stay small.
+    if req.request_id.len() > MAX_REQUEST_ID_BYTES {
+        return Err(Error::bad_field(
+            format!(
+                "request_id {} is longer than {MAX_REQUEST_ID_BYTES} bytes",
+                quote(&req.request_id)
+            ),
+            "request_id",
+            format!("at most {MAX_REQUEST_ID_BYTES} bytes, got {}", req.request_id.len()),
+        ));
+    }
     if req.events.len() > opts.max_events_per_request {
         return Err(Error::InvalidArgument {
             message: format!(
-                "request {:?} carries {} events; at most {} per request",
-                req.request_id,
+                "request {} carries {} events; at most {} per request",
+                quote(&req.request_id),
                 req.events.len(),
                 opts.max_events_per_request
             ),
@@ -149,14 +163,15 @@ pub fn prepare(req: pb::IngestRequest, opts: &IngestOptions) -> Result<Prepared>
                 indexes.push(index as u32);
                 rows.push(staged_row(valid, raw, now));
             }
+            // What is echoed is bounded: an acknowledgement must always fit.
             Err(violations) => rejections.push(pb::Rejection {
                 index: index as u32,
-                event_id,
+                event_id: echo(&event_id),
                 violations: violations
                     .into_iter()
                     .map(|v| pb::FieldViolation {
-                        field: v.field,
-                        description: v.description,
+                        field: bounded(&v.field, MAX_VIOLATION_BYTES),
+                        description: bounded(&v.description, MAX_VIOLATION_BYTES),
                     })
                     .collect(),
             }),

@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 
 use super::codes::{self, CodeError, CodeUse};
 use super::units;
-use crate::error::Violation;
+use crate::error::{quote, Violation};
 
 /// Limits that depend on configuration or on the clock.
 #[derive(Debug, Clone, Copy)]
@@ -267,7 +267,7 @@ impl Checker {
                 self.violation(field, "required");
             }
         } else if v.len() > MAX_ID_LEN {
-            self.violation(field, format!("longer than {MAX_ID_LEN} bytes"));
+            self.violation(field, format!("longer than {MAX_ID_LEN} bytes (got {})", v.len()));
         } else if v.chars().any(char::is_control) {
             self.violation(field, "contains control characters");
         }
@@ -278,7 +278,7 @@ impl Checker {
     fn text(&mut self, field: &str, value: &str) -> String {
         let v = value.trim();
         if v.len() > MAX_TEXT_LEN {
-            self.violation(field, format!("longer than {MAX_TEXT_LEN} bytes"));
+            self.violation(field, format!("longer than {MAX_TEXT_LEN} bytes (got {})", v.len()));
         }
         v.to_string()
     }
@@ -410,7 +410,7 @@ impl Checker {
             if seen.contains(&o.loinc_code) {
                 self.violation(
                     format!("{field}.loinc_code"),
-                    format!("{} appears twice in one observation set", o.loinc_code),
+                    format!("{} appears twice in one observation set", quote(&o.loinc_code)),
                 );
             }
             seen.push(o.loinc_code.clone());
@@ -534,7 +534,7 @@ impl Checker {
                 Err(e @ units::UnitError::UnknownUnit { .. }) => {
                     self.violation(
                         format!("{field}.unit"),
-                        format!("\"{unit}\" for {} ({}): {e}", spec.loinc, spec.name),
+                        format!("{} for {} ({}): {e}", quote(unit), spec.loinc, spec.name),
                     );
                     None
                 }
@@ -682,7 +682,10 @@ fn loinc_message(code: &str) -> String {
     if code.is_empty() {
         "required".into()
     } else {
-        format!("\"{code}\" is not a LOINC code (digits, hyphen, check digit, e.g. 8867-4)")
+        format!(
+            "{} is not a LOINC code (digits, hyphen, check digit, e.g. 8867-4)",
+            quote(code)
+        )
     }
 }
 

@@ -176,6 +176,26 @@ impl CensusState {
         self.position
     }
 
+    /// The ward and department codes the census knows (reference data, bed statuses,
+    /// and the locations, admissions and ED arrivals of open encounters), to check
+    /// request filters against. Read-only.
+    pub fn known_codes(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut wards = BTreeSet::new();
+        let mut departments = BTreeSet::new();
+        for (d, w) in self.ward_keys() {
+            wards.insert(w.clone());
+            departments.insert(d.clone());
+        }
+        for e in self.encounters.values() {
+            let located = e.location.iter().map(|(_, l)| &l.department_code);
+            let arrived = e.admission.iter().chain(&e.ed_arrival).map(|(_, d)| d);
+            departments.extend(located.chain(arrived).filter(|d| !d.is_empty()).cloned());
+        }
+        wards.remove("");
+        departments.remove("");
+        (wards, departments)
+    }
+
     /// Rebuilds the census from the warehouse as of its load watermark, read first, so
     /// the tables hold at least everything up to it. Returns the state and the watermark;
     /// the caller then applies the staging events after it (re-applying events already

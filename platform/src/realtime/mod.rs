@@ -25,7 +25,9 @@ pub(crate) async fn next_or_stop<T, M>(
     tokio::select! {
         biased;
         _ = shutdown.cancelled() => {
-            let _ = tx.send(Err(tonic::Status::unavailable(goodbye.to_string()))).await;
+            let _ = tx
+                .send(Err(crate::error::Error::Closing(goodbye.to_string()).into()))
+                .await;
             None
         }
         _ = tx.closed() => None,

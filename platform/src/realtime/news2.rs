@@ -858,7 +858,7 @@ mod tests {
                                         assert!(news.total <= MAX_TOTAL);
                                         // The band by RCP 2017 Chart 3, from the subscores
                                         // themselves (not the scorer's own band function).
-                                        let single_three = news.subscores.iter().any(|(_, s)| *s == Some(3));
+                                        let single_three = news.subscores.iter().any(|(_, s)| s == Some(3));
                                         let band = match sum {
                                             7.. => RiskBand::High,
                                             5..=6 => RiskBand::Medium,

@@ -8,6 +8,7 @@
 //! same code, so a restart shows the same census. Alerts already audited before a restart
 //! are not raised again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hospital_proto::events::{ClinicalEvent, PatientRef};
@@ -24,6 +25,7 @@ use super::follow::Follower;
 use crate::config::ClickHouseConfig;
 use crate::db;
 use crate::error::Result;
+use crate::warehouse::bookkeeping::{write_errors, LoadError};
 
 /// Census changes and alerts kept for slow subscribers before they are told they fell
 /// behind.
@@ -40,12 +42,20 @@ pub struct Realtime {
     pub state: Arc<RwLock<State>>,
     pub alerts: broadcast::Sender<Arc<Alert>>,
     pub census: broadcast::Sender<Arc<CensusUpdate>>,
+    /// Staged events skipped because their payload does not decode (each is logged with
+    /// its position and recorded in `warehouse.load_errors`).
+    pub undecodable: Arc<AtomicU64>,
 }
 
 impl Realtime {
     /// Where a patient is now, per the live census.
     pub fn location_of(&self, patient: &PatientRef) -> Option<PatientLocation> {
         self.state.read().ok()?.census.location_of(patient)
+    }
+
+    /// How many staged events the processor skipped because they do not decode.
+    pub fn undecodable_events(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
     }
 }
 
@@ -60,21 +70,28 @@ pub async fn start(
     let (census, watermark) = CensusState::load(&warehouse).await?;
     let alerts = AlertState::load(&warehouse).await?;
     let follower = Follower::new(bus, db::client_for(cfg, "staging"), committed, watermark);
-    let audit = AlertAudit::start(warehouse);
+    let audit = AlertAudit::start(warehouse.clone());
     let realtime = Realtime {
         state: Arc::new(RwLock::new(State { census, alerts })),
         alerts: broadcast::channel(FANOUT_CAPACITY).0,
         census: broadcast::channel(FANOUT_CAPACITY).0,
+        undecodable: Arc::default(),
     };
     tracing::info!(
         watermark,
         "real-time state rebuilt from the warehouse; replaying staging after it"
     );
-    let task = tokio::spawn(run(realtime.clone(), follower, audit, shutdown));
+    let task = tokio::spawn(run(realtime.clone(), follower, audit, warehouse, shutdown));
     Ok((realtime, task))
 }
 
-async fn run(rt: Realtime, mut follower: Follower, audit: AlertAudit, shutdown: CancellationToken) {
+async fn run(
+    rt: Realtime,
+    mut follower: Follower,
+    audit: AlertAudit,
+    warehouse: clickhouse::Client,
+    shutdown: CancellationToken,
+) {
     loop {
         let next = tokio::select! {
             biased;
@@ -96,7 +113,20 @@ async fn run(rt: Realtime, mut follower: Follower, audit: AlertAudit, shutdown: 
         let event = match ClinicalEvent::decode(row.payload.as_slice()) {
             Ok(e) => e,
             Err(e) => {
-                tracing::error!(position = row.position, error = %e, "staged event does not decode; skipped by real-time");
+                let skipped = rt.undecodable.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(position = row.position, error = %e, skipped, "staged event does not decode; skipped by real-time");
+                let error = LoadError {
+                    position: row.position,
+                    source_system: row.source_system,
+                    event_id: row.event_id,
+                    kind: row.kind,
+                    error: format!("real time: payload does not decode: {e}"),
+                    run_id: "realtime".into(),
+                    recorded_at_ms: crate::now_ms(),
+                };
+                if let Err(e) = write_errors(&warehouse, &[error]).await {
+                    tracing::warn!(position = row.position, error = %e, "cannot record the undecodable event in load_errors");
+                }
                 continue;
             }
         };

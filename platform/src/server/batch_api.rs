@@ -11,6 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::batch::WarehouseLoader;
+use crate::error::Error;
 
 pub struct BatchApi {
     pub loader: Arc<WarehouseLoader>,
@@ -43,8 +44,9 @@ impl BatchService for BatchApi {
                     let _ = out_tx.send(Err(Status::from(e))).await;
                 }
                 Err(e) => {
+                    tracing::error!(error = %e, "warehouse load task failed");
                     let _ = out_tx
-                        .send(Err(Status::internal(format!("warehouse load task: {e}"))))
+                        .send(Err(Error::Internal(format!("warehouse load task: {e}")).into()))
                         .await;
                 }
             }

@@ -53,7 +53,15 @@ impl IngestService for IngestApi {
                     Ok(Some(r)) => r,
                     Ok(None) => return,
                     Err(status) => {
-                        tracing::debug!(%status, "ingest stream closed by the sender");
+                        // A message that is not an IngestRequest is answered, in order
+                        // after the acks before it; a stream the sender broke off is not.
+                        match Error::from_inbound(&status) {
+                            Some(e) => {
+                                tracing::info!(error = %e, "ingest stream sent an undecodable request");
+                                let _ = pending_tx.send(Err(e)).await;
+                            }
+                            None => tracing::debug!(%status, "ingest stream closed by the sender"),
+                        }
                         return;
                     }
                 };

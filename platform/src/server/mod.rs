@@ -4,6 +4,8 @@
 //! shuts them down in order so that nothing held is lost.
 
 mod batch_api;
+mod caller_errors;
+pub mod health;
 mod ingest_api;
 pub mod mllp;
 mod realtime_api;
@@ -19,16 +21,19 @@ use hospital_proto::realtime::census_service_server::CensusServiceServer;
 use hospital_proto::realtime::change_feed_service_server::ChangeFeedServiceServer;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use tonic_health::ServingStatus;
 
+use self::caller_errors::CallerErrors;
+use self::health::{supervise, Health, OVERALL};
 use crate::batch::{self, WarehouseLoader};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 use crate::realtime::bus::Bus;
 use crate::realtime::changefeed::ChangeFeedApi;
+use crate::realtime::processor::Realtime;
 use crate::staging::{StagingWriter, WriterOptions};
 use crate::{db, realtime, schema};
 
@@ -40,6 +45,7 @@ pub struct Platform {
     addr: SocketAddr,
     mllp_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
+    realtime: Realtime,
     task: JoinHandle<Result<()>>,
 }
 
@@ -71,6 +77,11 @@ impl Platform {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+
+    /// Staged events the real-time processor skipped because they do not decode.
+    pub fn undecodable_events(&self) -> u64 {
+        self.realtime.undecodable_events()
+    }
 }
 
 /// Starts everything and returns once the gRPC port is bound and the schema is current.
@@ -86,7 +97,7 @@ pub async fn start(config: Config) -> Result<Platform> {
     tracing::info!(applied, "schema is current");
 
     let bus = Bus::new(config.realtime.bus_capacity);
-    let writer = StagingWriter::start(
+    let mut writer = StagingWriter::start(
         db::client_for(ch, "staging"),
         WriterOptions {
             flush_rows: config.staging.flush_rows,
@@ -111,14 +122,8 @@ pub async fn start(config: Config) -> Result<Platform> {
         .map_err(|e| Error::Internal(format!("listener address: {e}")))?;
 
     let shutdown = CancellationToken::new();
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<IngestServiceServer<ingest_api::IngestApi>>().await;
-    health.set_serving::<BatchServiceServer<batch_api::BatchApi>>().await;
-    health.set_serving::<ChangeFeedServiceServer<ChangeFeedApi>>().await;
-    health.set_serving::<AlertServiceServer<realtime_api::AlertApi>>().await;
-    health
-        .set_serving::<CensusServiceServer<realtime_api::CensusApi>>()
-        .await;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter, SERVICES, NEED_STORAGE).await;
     // google.rpc error details are registered so that grpcurl can show BadRequest.
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hospital_proto::FILE_DESCRIPTOR_SET)
@@ -159,6 +164,13 @@ pub async fn start(config: Config) -> Result<Platform> {
         None => None,
     };
     let (mllp_addr, mllp_task) = mllp.unzip();
+    let watch = |name, feeds, task| supervise(health.clone(), name, feeds, task, shutdown.clone());
+    let mllp_task = mllp_task.map(|t| watch("MLLP listener", &[], t));
+    let writer_tasks: Vec<_> = writer
+        .take_tasks()
+        .into_iter()
+        .map(|(name, t)| watch(name, &[INGEST], t))
+        .collect();
     let batch_api = batch_api::BatchApi { loader: loader.clone() };
 
     let (realtime, realtime_task) =
@@ -174,29 +186,35 @@ pub async fn start(config: Config) -> Result<Platform> {
         realtime: realtime.clone(),
         shutdown: shutdown.clone(),
     };
+    let realtime_handle = realtime.clone();
     let census_api = realtime_api::CensusApi {
         realtime,
         shutdown: shutdown.clone(),
     };
 
+    let realtime_task = watch("real-time processor", &[ALERTS, CENSUS], realtime_task);
     let schedule = (config.batch.interval_secs > 0).then(|| {
-        batch::spawn_schedule(
+        let task = batch::spawn_schedule(
             loader.clone(),
             Duration::from_secs(config.batch.interval_secs),
             shutdown.clone(),
-        )
+        );
+        watch("warehouse load schedule", &[BATCH], task)
     });
     let probe = tokio::spawn(probe_storage(admin, health.clone(), shutdown.clone()));
+    let probe = watch("storage probe", NEED_STORAGE, probe);
 
     let router = Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(IngestServiceServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(BatchServiceServer::new(batch_api))
-        .add_service(ChangeFeedServiceServer::new(change_feed))
-        .add_service(AlertServiceServer::new(alert_api))
-        .add_service(CensusServiceServer::new(census_api));
+        .add_service(CallerErrors(
+            IngestServiceServer::new(ingest).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        ))
+        .add_service(CallerErrors(BatchServiceServer::new(batch_api)))
+        .add_service(CallerErrors(ChangeFeedServiceServer::new(change_feed)))
+        .add_service(CallerErrors(AlertServiceServer::new(alert_api)))
+        .add_service(CallerErrors(CensusServiceServer::new(census_api)));
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -213,25 +231,32 @@ pub async fn start(config: Config) -> Result<Platform> {
             }
         };
         // MLLP connections answer the frame in hand (its commit included) before the
-        // writer stops.
-        if let Some(t) = mllp_task {
-            let _ = t.await;
-        }
-        // Answer everything already queued for staging, then stop the writer.
+        // writer stops. Then answer everything already queued for staging, and stop the
+        // writer, the schedule, the probe and the real-time processor.
+        let mut failures = Vec::new();
+        failures.extend(finished(mllp_task).await);
         writer.shutdown().await;
-        if let Some(s) = schedule {
-            let _ = s.await;
+        for t in writer_tasks {
+            failures.extend(finished(Some(t)).await);
         }
-        let _ = probe.await;
-        let _ = realtime_task.await;
+        failures.extend(finished(schedule).await);
+        failures.extend(finished(Some(probe)).await);
+        failures.extend(finished(Some(realtime_task)).await);
         tracing::info!("platform stopped");
-        served
+        match served {
+            Ok(()) if !failures.is_empty() => Err(Error::Internal(format!(
+                "background tasks failed: {}",
+                failures.join("; ")
+            ))),
+            served => served,
+        }
     });
     tracing::info!(%addr, "platform listening");
     Ok(Platform {
         addr,
         mllp_addr,
         shutdown,
+        realtime: realtime_handle,
         task,
     })
 }
@@ -253,33 +278,37 @@ async fn wait_for_clickhouse(client: &clickhouse::Client, url: &str, patience: D
     }
 }
 
-/// Reports the ingest service NOT_SERVING over grpc.health.v1 while ClickHouse is down.
-async fn probe_storage(
-    client: clickhouse::Client,
-    health: tonic_health::server::HealthReporter,
-    shutdown: CancellationToken,
-) {
-    let mut up = true;
+/// Why a supervised task failed, once it has ended (None: it ended well, or was none).
+async fn finished(task: Option<JoinHandle<Option<String>>>) -> Option<String> {
+    match task?.await {
+        Ok(failure) => failure,
+        Err(e) => Some(format!("supervisor: {e}")),
+    }
+}
+
+/// Service names reported over grpc.health.v1.
+const INGEST: &str = <IngestServiceServer<ingest_api::IngestApi> as NamedService>::NAME;
+const BATCH: &str = <BatchServiceServer<batch_api::BatchApi> as NamedService>::NAME;
+const CHANGE_FEED: &str = <ChangeFeedServiceServer<ChangeFeedApi> as NamedService>::NAME;
+const ALERTS: &str = <AlertServiceServer<realtime_api::AlertApi> as NamedService>::NAME;
+const CENSUS: &str = <CensusServiceServer<realtime_api::CensusApi> as NamedService>::NAME;
+const SERVICES: &[&str] = &[OVERALL, INGEST, BATCH, CHANGE_FEED, ALERTS, CENSUS];
+/// The services that cannot work without ClickHouse (the census and alerts are served
+/// from memory).
+const NEED_STORAGE: &[&str] = &[INGEST, BATCH, CHANGE_FEED];
+
+/// Interval of the storage probe.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Follows ClickHouse's availability into the health (see [`health`]).
+async fn probe_storage(client: clickhouse::Client, health: Health, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
         }
-        let now_up = client.query("SELECT 1").execute().await.is_ok();
-        if now_up != up {
-            let status = if now_up {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            tracing::warn!(?status, "staging zone availability changed");
-            health
-                .set_service_status(
-                    <IngestServiceServer<ingest_api::IngestApi> as tonic::server::NamedService>::NAME,
-                    status,
-                )
-                .await;
-            up = now_up;
-        }
+        let query = client.query("SELECT 1").execute();
+        let up = matches!(tokio::time::timeout(PROBE_EVERY * 5, query).await, Ok(Ok(())));
+        health.set_storage_up(up).await;
     }
 }

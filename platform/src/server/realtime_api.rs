@@ -17,6 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::error::{quote, Error, Violation};
 use crate::now_ms;
 use crate::realtime::next_or_stop;
 use crate::realtime::processor::Realtime;
@@ -26,8 +27,48 @@ const SUBSCRIBER_QUEUE: usize = 256;
 
 type Stream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
+/// Known codes listed in a filter's error, at most.
+const MAX_LISTED_CODES: usize = 50;
+
 fn poisoned() -> Status {
-    Status::internal("real-time state unavailable")
+    Error::Internal("real-time state unavailable".into()).into()
+}
+
+/// Checks filters against the ward and department codes the live census knows: a code
+/// it has never seen is answered INVALID_ARGUMENT (a typo must not look like a quiet
+/// ward), each bad code a violation that lists the known ones.
+fn check_filters(realtime: &Realtime, wards: &[String], departments: &[String]) -> Result<(), Status> {
+    if wards.is_empty() && departments.is_empty() {
+        return Ok(());
+    }
+    let (known_wards, known_departments) = realtime.state.read().map_err(|_| poisoned())?.census.known_codes();
+    let mut violations = Vec::new();
+    for (field, what, codes, known) in [
+        ("ward_codes", "ward", wards, &known_wards),
+        ("department_codes", "department", departments, &known_departments),
+    ] {
+        for (i, code) in codes.iter().enumerate().filter(|(_, c)| !known.contains(*c)) {
+            let listed: Vec<&str> = known.iter().take(MAX_LISTED_CODES).map(String::as_str).collect();
+            let known = match known.len() {
+                0 => format!("no {what} is known yet"),
+                n if n > MAX_LISTED_CODES => format!("known: {} and {} more", listed.join(", "), n - MAX_LISTED_CODES),
+                _ => format!("known: {}", listed.join(", ")),
+            };
+            violations.push(Violation::new(
+                format!("{field}[{i}]"),
+                format!("unknown {what} code {}; {known}", quote(code)),
+            ));
+        }
+    }
+    if violations.is_empty() {
+        return Ok(());
+    }
+    let summary: Vec<String> = violations.iter().map(|v| v.description.clone()).collect();
+    Err(Error::InvalidArgument {
+        message: format!("filter matches nothing: {}", summary.join("; ")),
+        violations,
+    }
+    .into())
 }
 
 pub struct AlertApi {
@@ -45,6 +86,7 @@ impl AlertService for AlertApi {
         request: Request<SubscribeAlertsRequest>,
     ) -> Result<Response<Self::SubscribeAlertsStream>, Status> {
         let req = request.into_inner();
+        check_filters(&self.realtime, &req.ward_codes, &req.department_codes)?;
         let wards: HashSet<String> = req.ward_codes.into_iter().collect();
         let departments: HashSet<String> = req.department_codes.into_iter().collect();
         let mut alerts = self.realtime.alerts.subscribe();
@@ -65,11 +107,11 @@ impl AlertService for AlertApi {
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        let _ = tx
-                            .send(Err(Status::resource_exhausted(format!(
-                                "subscriber fell behind by {missed} alerts; resubscribe, and read current scores with GetScores"
-                            ))))
-                            .await;
+                        let behind = Error::FellBehind(format!(
+                            "subscriber fell behind by {missed} alerts; resubscribe, and read current scores with GetScores"
+                        ));
+                        // The subscriber may be gone already; nothing else to tell it.
+                        let _ = tx.send(Err(behind.into())).await;
                         return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
@@ -81,6 +123,7 @@ impl AlertService for AlertApi {
 
     async fn get_scores(&self, request: Request<GetScoresRequest>) -> Result<Response<GetScoresResponse>, Status> {
         let req = request.into_inner();
+        check_filters(&self.realtime, &req.ward_codes, &[])?;
         let state = self.realtime.state.read().map_err(|_| poisoned())?;
         let scores = state.alerts.scores(&req.ward_codes, |p| state.census.location_of(p));
         Ok(Response::new(GetScoresResponse { scores }))
@@ -94,6 +137,7 @@ pub struct CensusApi {
 
 impl CensusApi {
     fn snapshot(&self, req: &GetCensusRequest) -> Result<Census, Status> {
+        check_filters(&self.realtime, &[], &req.department_codes)?;
         let state = self.realtime.state.read().map_err(|_| poisoned())?;
         Ok(state.census.snapshot(req, now_ms()))
     }

@@ -117,7 +117,7 @@ impl WriterHandle {
 pub struct StagingWriter {
     handle: WriterHandle,
     closing: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,7 +168,7 @@ impl StagingWriter {
         Ok(Self {
             handle: WriterHandle { tx, committed },
             closing,
-            tasks: vec![collector, flusher],
+            tasks: vec![("staging collector", collector), ("staging flusher", flusher)],
         })
     }
 
@@ -176,12 +176,20 @@ impl StagingWriter {
         self.handle.clone()
     }
 
+    /// Hands the writer's tasks (collector, flusher) to a supervisor, by name. The
+    /// supervisor awaits them after [`Self::shutdown`], which then no longer does.
+    pub fn take_tasks(&mut self) -> Vec<(&'static str, JoinHandle<()>)> {
+        std::mem::take(&mut self.tasks)
+    }
+
     /// Stops taking submissions (later ones fail with `ShuttingDown`), flushes and
     /// answers every submission already queued, then stops.
     pub async fn shutdown(self) {
         self.closing.cancel();
-        for t in self.tasks {
-            let _ = t.await;
+        for (name, t) in self.tasks {
+            if let Err(e) = t.await {
+                tracing::error!(task = name, error = %e, "staging writer task failed");
+            }
         }
     }
 }
