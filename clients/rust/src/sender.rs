@@ -111,7 +111,7 @@ impl fmt::Display for Notice {
                 unanswered,
             } => write!(
                 f,
-                "platform unavailable ({reason}); waiting, attempt {attempt}, next try in {:.1} s, {acknowledged} events acknowledged so far, {unanswered} requests to resend (unavailable for {:.0} s)",
+                "platform unavailable ({reason}); waiting, attempt {attempt}, next try in {:.2} s, {acknowledged} events acknowledged so far, {unanswered} requests to resend (unavailable for {:.0} s)",
                 next_try_in.as_secs_f64(),
                 unavailable_for.as_secs_f64()
             ),
@@ -562,7 +562,7 @@ mod tests {
         };
         assert_eq!(
             waiting.to_string(),
-            "platform unavailable (connection refused); waiting, attempt 3, next try in 0.4 s, 1500 events acknowledged so far, 2 requests to resend (unavailable for 2 s)"
+            "platform unavailable (connection refused); waiting, attempt 3, next try in 0.40 s, 1500 events acknowledged so far, 2 requests to resend (unavailable for 2 s)"
         );
     }
 
