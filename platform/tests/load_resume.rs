@@ -1,11 +1,12 @@
 //! A historical load interrupted half way resumes after what was acknowledged: the
-//! platform process is killed mid-load (the sender gives up), started again, and the
-//! same load (the `hospital load` path: read and send at once, checkpointed) sends only
-//! the rest; the warehouse ends up with the files' counts.
+//! platform process is killed mid-load (the sender gives up after `give_up_after`),
+//! started again, and the same load (the `hospital load` path: read and send at once,
+//! checkpointed) sends only the rest; the warehouse ends up with the files' counts.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::*;
 use hospital_client::checkpoint::{fingerprint_inputs, load_resumable, Checkpoint, LoadError};
@@ -17,7 +18,8 @@ use hospital_testkit::free_port;
 async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
     let ch = clickhouse();
     let port = free_port();
-    let mut platform = PlatformProcess::spawn(&ch, port);
+    let platform = Arc::new(Mutex::new(PlatformProcess::spawn(&ch, port)));
+    let addr = platform.lock().unwrap().addr;
     let data = shared_data("synthea_csv");
     let total = hospital_client::load::synthea(&data)
         .expect("synthea export")
@@ -27,30 +29,41 @@ async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
     let dir = std::env::temp_dir().join(format!("hospital-load-resume-{}", std::process::id()));
     let path = dir.join("checkpoint");
     let opts = SenderOptions {
-        endpoint: endpoint(platform.addr),
+        endpoint: endpoint(addr),
         batch_size: 100,
         max_in_flight: 2,
-        max_retries: 2,
-        retry_backoff: Duration::from_millis(100),
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        give_up_after: Some(Duration::from_secs(1)),
         ..Default::default()
     };
+    // After the kill at most the requests in flight are still answered (acks already on
+    // their way): the load cannot complete before the platform is gone.
+    assert!(total > 500 + 2 * 100, "{total} events");
 
-    // First run: kill the platform once some requests are acknowledged.
+    // First run: the platform is killed once 500 events are acknowledged (from the ack
+    // callback, so the load cannot finish first).
     let (checkpoint, why) = Checkpoint::open(&path, fingerprint);
     assert_eq!((checkpoint.acknowledged, why), (0, None));
+    let acked = Arc::new(Mutex::new(0usize));
     let first = tokio::spawn({
         let data = data.clone();
         let opts = opts.clone();
-        async move { load_resumable(Source::Synthea, data, checkpoint, &opts, |_| {}).await }
+        let platform = platform.clone();
+        let acked = acked.clone();
+        async move {
+            load_resumable(Source::Synthea, data, checkpoint, &opts, |ack| {
+                let mut acked = acked.lock().unwrap();
+                *acked += ack.committed_event_ids.len() + ack.rejections.len();
+                if *acked >= 500 {
+                    platform.lock().unwrap().kill();
+                }
+            })
+            .await
+        }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Checkpoint::open(&path, fingerprint).0.acknowledged < 500 {
-        assert!(Instant::now() < deadline, "no progress recorded");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    platform.kill();
     match first.await.unwrap() {
-        Err(LoadError::Send(SendError::GaveUp { .. } | SendError::Connect { .. })) => {}
+        Err(LoadError::Send(SendError::GaveUp { .. })) => {}
         other => panic!("the load should give up while the platform is down, got {other:?}"),
     }
     let (saved, why) = Checkpoint::open(&path, fingerprint);
@@ -63,6 +76,7 @@ async fn a_load_killed_half_way_resumes_after_what_was_acknowledged() {
 
     // Second run against the restarted platform: only the rest is sent.
     let platform = PlatformProcess::spawn(&ch, port);
+    assert_eq!(platform.addr, addr);
     let resumed_from = saved.acknowledged;
     let outcome = load_resumable(Source::Synthea, data.clone(), saved, &opts, |_| {})
         .await

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use common::*;
 use hospital_client::sender::{send_events, SenderOptions};
@@ -121,28 +122,49 @@ async fn ten_simulated_days_land_whole_and_drive_census_and_alerts() {
         }
     }
     assert_eq!((bed_of.len() + in_ed.len()) as u64, stats.in_hospital_at_end);
-    let census = CensusServiceClient::new(
+    // The census follows staging asynchronously: wait until it has seen the last ack.
+    let mut census_client = CensusServiceClient::new(
         hospital_client::connect(&endpoint(platform.local_addr()))
             .await
             .unwrap(),
-    )
-    .get_census(GetCensusRequest::default())
-    .await
-    .unwrap()
-    .into_inner();
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let census = loop {
+        let c = census_client
+            .get_census(GetCensusRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        if c.position >= report.last_position {
+            break c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "census stuck at position {} before {}",
+            c.position,
+            report.last_position
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(census.inpatients as usize, bed_of.len());
     assert_eq!(census.ed_waiting.len(), in_ed.len());
 
     // Deteriorations are caught: alerts are raised, for more patients than there were
-    // episodes that turned out badly (ICU or death).
-    let alerted = n("SELECT uniqExact(encounter_id) FROM warehouse.news2_alerts FINAL");
+    // episodes that turned out badly (ICU or death). Alerts are audited asynchronously:
+    // wait for them.
+    let enough = stats.icu_admissions + stats.deaths;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerted = loop {
+        let alerted = n("SELECT uniqExact(encounter_id) FROM warehouse.news2_alerts FINAL");
+        if alerted >= enough && alerted > 0 {
+            break alerted;
+        }
+        assert!(Instant::now() < deadline, "{alerted} alerted, {stats:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     println!(
         "{alerted} encounters alerted; {} deterioration episodes",
         stats.deteriorations
-    );
-    assert!(
-        alerted >= stats.icu_admissions + stats.deaths && alerted > 0,
-        "{alerted} alerted, {stats:?}"
     );
     platform.shutdown().await.expect("shutdown");
 }

@@ -1,17 +1,19 @@
-//! Resumable loads: a checkpoint file records how many events of a load the platform
-//! has acknowledged, so that a load stopped half way (killed, the platform down for
-//! longer than the sender retries) resumes after them instead of starting again.
+//! Resumable loads and simulations: a checkpoint file records how many events of a
+//! run the platform has acknowledged, so that a run stopped half way (killed, the
+//! platform down for longer than `--give-up-after`) resumes after them instead of
+//! starting again.
 //!
 //! Acknowledgements come back in request order, so the acknowledged events are always a
-//! prefix of the load. The checkpoint is that prefix's length plus a fingerprint of the
-//! input ([`fingerprint_inputs`]): the source and every file's path, size and
-//! modification time, because the same files map to the same events in the same order.
-//! A checkpoint whose fingerprint does not match (files changed, another source) is not
-//! used. The file is replaced atomically (write, then rename) after each
-//! acknowledgement and removed when the load completes, so a completed load run again
-//! sends everything again (and the platform absorbs the repeats).
+//! prefix of the run. The checkpoint is that prefix's length plus a fingerprint of what
+//! determines the events and their order: for a load from files
+//! ([`fingerprint_inputs`]) the source and every file's path, size and modification
+//! time; for a simulation ([`fingerprint_simulation`]) the parameters of the simulated
+//! hospital. A checkpoint whose fingerprint does not match (files changed, another
+//! source or seed) is not used. The file is replaced atomically (write, then rename)
+//! after each acknowledgement and removed when the run completes, so a completed run
+//! started again sends everything again (and the platform absorbs the repeats).
 //!
-//! Resuming is safe because sending is at-least-once: requests in flight when the load
+//! Resuming is safe because sending is at-least-once: requests in flight when the run
 //! stopped may have been committed without their ack arriving; they are sent again and
 //! absorbed by event id.
 
@@ -23,7 +25,8 @@ use hospital_proto::ingest::IngestResponse;
 use tokio::sync::mpsc;
 
 use crate::load::{self, ReadError, Report, Source};
-use crate::sender::{send_batches, SendError, SendReport, SenderOptions};
+use crate::sender::{feed, send_counted, Pace, SendError, SendReport, SenderOptions};
+use crate::simulate::{SimOptions, SimStats, Simulator};
 
 /// FNV-1a, 64 bits: stable across builds and Rust versions (unlike `DefaultHasher`).
 #[derive(Clone, Copy)]
@@ -66,6 +69,32 @@ pub fn fingerprint_inputs(source: Source, path: &Path) -> std::io::Result<u64> {
     Ok(h.0)
 }
 
+/// Identity of a simulation: what shapes its events (seed, start, warm-up, rates, source
+/// names). Not its end: the simulation does not look ahead, so a period that ends later
+/// (another "up to now", or `--live`) begins with the same events, and a run can resume
+/// into a longer period. Not the pace or rate either: they change when events go, not
+/// which.
+pub fn fingerprint_simulation(opts: &SimOptions) -> u64 {
+    let SimOptions {
+        seed,
+        start_secs,
+        end_secs: _,
+        ed_arrivals_per_day,
+        electives_per_weekday,
+        source_prefix,
+        warm_up_days,
+    } = opts;
+    Fnv::new()
+        .bytes("simulate".bytes())
+        .bytes(seed.to_le_bytes())
+        .bytes(start_secs.to_le_bytes())
+        .bytes(ed_arrivals_per_day.to_bits().to_le_bytes())
+        .bytes(electives_per_weekday.to_bits().to_le_bytes())
+        .bytes(source_prefix.bytes())
+        .bytes(warm_up_days.to_le_bytes())
+        .0
+}
+
 /// Progress of one load, as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -102,14 +131,14 @@ impl Checkpoint {
             ),
             Some(_) => {
                 let why = format!(
-                    "{} belongs to other data (the files changed?); starting from the beginning",
+                    "{} belongs to other data (other files, or other simulation parameters); starting from the beginning",
                     fresh.path.display()
                 );
                 (fresh, Some(why))
             }
             None => {
                 let why = format!(
-                    "{} is not a load checkpoint; starting from the beginning",
+                    "{} is not a checkpoint; starting from the beginning",
                     fresh.path.display()
                 );
                 (fresh, Some(why))
@@ -144,18 +173,17 @@ impl Checkpoint {
         }
     }
 
-    /// Saves progress after `acks` acknowledged requests of `batch` events each, sent
-    /// after the first `skipped` (every request but the last is full, and after the last
-    /// the load is complete); a failure to save is logged and the load goes on.
-    fn record(&mut self, skipped: u64, acks: u64, batch: u64) {
-        if let Err(e) = self.save(skipped + acks * batch) {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not save the load checkpoint");
+    /// Saves progress (`acknowledged` events); a failure to save is logged and the run
+    /// goes on.
+    fn record(&mut self, acknowledged: u64) {
+        if let Err(e) = self.save(acknowledged) {
+            tracing::warn!(path = %self.path.display(), error = %e, "could not save the checkpoint");
         }
     }
 
     fn done(self) {
         if let Err(e) = self.finish() {
-            tracing::warn!(error = %e, "could not remove the load checkpoint");
+            tracing::warn!(error = %e, "could not remove the checkpoint");
         }
     }
 }
@@ -174,13 +202,33 @@ fn parse(text: &str) -> Option<(u64, u64)> {
     Some((fp?, acked?))
 }
 
-/// Why a load from files stopped.
+/// Why a resumable run stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("reading the files: {0}")]
     Read(ReadError),
-    #[error("{0} (progress is kept: run the same load again to resume)")]
+    #[error("the simulation stopped: {0}")]
+    Simulation(String),
+    #[error("{0} (progress is kept: run the same command again to resume)")]
     Send(SendError),
+}
+
+/// Sends what `source` yields (the events after the prefix `checkpoint` records as
+/// acknowledged), saving progress after every acknowledgement.
+pub async fn send_checkpointed(
+    source: mpsc::Receiver<Vec<ClinicalEvent>>,
+    checkpoint: &mut Checkpoint,
+    opts: &SenderOptions,
+    mut on_ack: impl FnMut(&IngestResponse),
+) -> Result<SendReport, SendError> {
+    let skip = checkpoint.acknowledged;
+    let mut acknowledged = 0u64;
+    send_counted(source, opts, |ack, events| {
+        acknowledged += events as u64;
+        checkpoint.record(skip + acknowledged);
+        on_ack(ack);
+    })
+    .await
 }
 
 /// What a load from files did.
@@ -203,7 +251,7 @@ pub async fn load_resumable(
     path: PathBuf,
     mut checkpoint: Checkpoint,
     opts: &SenderOptions,
-    mut on_ack: impl FnMut(&IngestResponse),
+    on_ack: impl FnMut(&IngestResponse),
 ) -> Result<LoadOutcome, LoadError> {
     let skip = checkpoint.acknowledged;
     let batch = opts.batch_size.max(1);
@@ -227,18 +275,13 @@ pub async fn load_resumable(
         }
         read.map(|r| (r, seen))
     });
-    let mut acks = 0u64;
-    let sent = send_batches(rx, opts, |ack| {
-        acks += 1;
-        checkpoint.record(skip, acks, batch as u64);
-        on_ack(ack);
-    })
-    .await;
+    let sent = send_checkpointed(rx, &mut checkpoint, opts, on_ack)
+        .await
+        .map_err(LoadError::Send)?;
     let read = reader
         .await
         .map_err(|e| LoadError::Read(Box::new(e)))?
         .map_err(LoadError::Read)?;
-    let sent = sent.map_err(LoadError::Send)?;
     checkpoint.done();
     Ok(LoadOutcome {
         sent,
@@ -248,12 +291,76 @@ pub async fn load_resumable(
     })
 }
 
+/// What a simulation run did.
+#[derive(Debug)]
+pub struct SimulateOutcome {
+    pub sent: SendReport,
+    /// The whole simulation's statistics, the skipped prefix included.
+    pub stats: SimStats,
+    /// Events skipped because an earlier run had them acknowledged.
+    pub resumed_after: u64,
+}
+
+/// Runs the simulator and sends its events at `pace`, skipping the prefix `checkpoint`
+/// records as acknowledged (they are simulated again, not sent) and saving progress
+/// after every acknowledgement. `inspect` sees every event that goes out, on the
+/// simulation's thread. On success (the period ended and all is acknowledged) the
+/// checkpoint is removed; a live run only ends when it is stopped, so its checkpoint
+/// stays.
+pub async fn simulate_resumable(
+    sim: SimOptions,
+    pace: Pace,
+    mut checkpoint: Checkpoint,
+    opts: &SenderOptions,
+    mut inspect: impl FnMut(&ClinicalEvent) + Send + 'static,
+    on_ack: impl FnMut(&IngestResponse),
+) -> Result<SimulateOutcome, LoadError> {
+    let skip = checkpoint.acknowledged;
+    let batch = opts.batch_size;
+    let (tx, rx) = mpsc::channel::<Vec<ClinicalEvent>>(opts.max_in_flight.max(1));
+    // The simulation is CPU work: on a blocking thread, handing batches over a bounded
+    // channel (backpressure from the platform's acks reaches the simulation).
+    let producer = tokio::task::spawn_blocking(move || {
+        let mut simulator = Simulator::new(sim);
+        let handle = tokio::runtime::Handle::current();
+        let gone = tx.clone();
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let events = simulator.by_ref().skip(skip).inspect(|e| inspect(e));
+        handle.block_on(async {
+            // A live feed may sleep until its next event: stop as soon as the sender is gone.
+            tokio::select! {
+                _ = feed(events, batch, pace, tx) => {}
+                _ = gone.closed() => {}
+            }
+        });
+        simulator.stats()
+    });
+    let sent = send_checkpointed(rx, &mut checkpoint, opts, on_ack)
+        .await
+        .map_err(LoadError::Send)?;
+    let stats = producer.await.map_err(|e| LoadError::Simulation(e.to_string()))?;
+    checkpoint.done();
+    Ok(SimulateOutcome {
+        sent,
+        stats,
+        resumed_after: skip,
+    })
+}
+
 /// Default checkpoint file of a load of `source` from `data`: under `.hospital/checkpoints`
 /// of the working directory, named after the source and the data's absolute path.
 pub fn default_path(source: Source, data: &Path) -> PathBuf {
     let absolute = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
     let key = Fnv::new().bytes(absolute.to_string_lossy().bytes()).0;
     PathBuf::from(".hospital/checkpoints").join(format!("load-{}-{key:016x}", source.name()))
+}
+
+/// Default checkpoint file of a simulation: one per simulated hospital (its source name
+/// prefix), so that a run with other parameters replaces it instead of leaving files
+/// behind.
+pub fn default_simulation_path(source_prefix: &str) -> PathBuf {
+    let key = Fnv::new().bytes(source_prefix.bytes()).0;
+    PathBuf::from(".hospital/checkpoints").join(format!("simulate-{key:016x}"))
 }
 
 #[cfg(test)]
@@ -277,10 +384,69 @@ mod tests {
         std::fs::write(&path, "garbage").unwrap();
         let (bad, why) = Checkpoint::open(&path, fp);
         assert_eq!(bad.acknowledged, 0);
-        assert!(why.unwrap().contains("not a load checkpoint"));
+        assert!(why.unwrap().contains("not a checkpoint"));
         again.finish().unwrap();
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A simulation's events do not depend on where its period ends: a shorter period's
+    /// events begin a longer one's (and a live feed's), which is what lets a resumed run
+    /// skip the acknowledged prefix of another "up to now" or of a live run.
+    #[test]
+    fn simulations_resume_across_period_ends_but_not_other_parameters() {
+        let day = 86_400;
+        let base = SimOptions {
+            end_secs: Some(SimOptions::default().start_secs + 2 * day),
+            ed_arrivals_per_day: 40.0,
+            warm_up_days: 2,
+            ..Default::default()
+        };
+        let short: Vec<_> = Simulator::new(base.clone()).collect();
+        let longer = SimOptions {
+            end_secs: Some(SimOptions::default().start_secs + 3 * day),
+            ..base.clone()
+        };
+        let live = SimOptions {
+            end_secs: None,
+            ..base.clone()
+        };
+        let long: Vec<_> = Simulator::new(longer.clone()).collect();
+        assert!(long.len() > short.len());
+        assert_eq!(&long[..short.len()], &short[..]);
+        let live_events: Vec<_> = Simulator::new(live.clone()).take(long.len()).collect();
+        assert_eq!(live_events, long);
+        let fp = fingerprint_simulation(&base);
+        assert_eq!(fp, fingerprint_simulation(&longer));
+        assert_eq!(fp, fingerprint_simulation(&live));
+        for other in [
+            SimOptions {
+                seed: 7,
+                ..base.clone()
+            },
+            SimOptions {
+                start_secs: base.start_secs + day,
+                ..base.clone()
+            },
+            SimOptions {
+                warm_up_days: 3,
+                ..base.clone()
+            },
+            SimOptions {
+                ed_arrivals_per_day: 41.0,
+                ..base.clone()
+            },
+            SimOptions {
+                electives_per_weekday: 1.0,
+                ..base.clone()
+            },
+            SimOptions {
+                source_prefix: "other".into(),
+                ..base.clone()
+            },
+        ] {
+            assert_ne!(fp, fingerprint_simulation(&other), "{other:?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,10 @@ enum Command {
         /// Ignore an earlier interrupted load's progress and send everything.
         #[arg(long)]
         restart: bool,
+        /// Stop when the platform has been unavailable this many seconds (default: wait
+        /// until interrupted; progress is kept either way).
+        #[arg(long, value_name = "SECS")]
+        give_up_after: Option<u64>,
     },
     /// Send HL7 v2 files (single messages or FHS/BHS batches) to an MLLP listener, one
     /// message at a time, and print each ACK.
@@ -250,12 +254,14 @@ async fn main() -> anyhow::Result<()> {
             batch_size,
             checkpoint,
             restart,
+            give_up_after,
         } => {
             let checkpoint = checkpoint.unwrap_or_else(|| hospital_client::checkpoint::default_path(source, &path));
             if restart {
                 let _ = std::fs::remove_file(&checkpoint);
             }
-            load(&cli.endpoint, source, path, batch_size, checkpoint).await?;
+            let give_up_after = give_up_after.map(std::time::Duration::from_secs);
+            load(&cli.endpoint, source, path, batch_size, checkpoint, give_up_after).await?;
         }
         Command::Batch { command } => {
             let channel = hospital_client::connect(&cli.endpoint)
@@ -300,6 +306,13 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints a sender's notices (waiting for the platform, back again) on stderr, above
+/// `bar`.
+pub(crate) fn notice_above(bar: &ProgressBar) -> hospital_client::sender::NoticeHook {
+    let bar = bar.clone();
+    std::sync::Arc::new(move |notice| bar.suspend(|| eprintln!("{notice}")))
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<tonic::transport::Channel> {
@@ -408,6 +421,7 @@ async fn load(
     path: std::path::PathBuf,
     batch_size: usize,
     checkpoint: std::path::PathBuf,
+    give_up_after: Option<std::time::Duration>,
 ) -> anyhow::Result<()> {
     use hospital_client::checkpoint::{fingerprint_inputs, load_resumable, Checkpoint};
     let fingerprint = fingerprint_inputs(source, &path).with_context(|| format!("reading {}", path.display()))?;
@@ -431,6 +445,8 @@ async fn load(
     let opts = SenderOptions {
         endpoint: endpoint.into(),
         batch_size,
+        give_up_after,
+        on_notice: Some(notice_above(&bar)),
         ..Default::default()
     };
     let outcome = load_resumable(source, path, checkpoint, &opts, |ack| {

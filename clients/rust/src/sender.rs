@@ -3,24 +3,45 @@
 //! only when its acknowledgement arrives; if the stream breaks (platform restarting,
 //! staging unavailable) the sender reconnects and resends every unanswered request in
 //! order. The platform absorbs the repeats by event_id.
+//!
+//! An outage is waited out: after a transient failure (UNAVAILABLE, DEADLINE_EXCEEDED,
+//! a connection that cannot be made or breaks) the sender tries again after a back-off
+//! that doubles from `initial_backoff` up to `max_backoff` (with jitter), for as long as
+//! it takes unless `give_up_after` is set. It says that it waits ([`Notice`]) on the
+//! first failure and then every `notice_every`, not on every attempt. Any other status
+//! (INVALID_ARGUMENT, INTERNAL from the platform, ...) ends the send at once.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::ingest_service_client::IngestServiceClient;
 use hospital_proto::ingest::{IngestRequest, IngestResponse, Rejection};
+use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-#[derive(Debug, Clone)]
+/// Called with what a sender has to say about an outage (see [`SenderOptions::on_notice`]).
+pub type NoticeHook = Arc<dyn Fn(&Notice) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct SenderOptions {
     pub endpoint: String,
     pub batch_size: usize,
     pub max_in_flight: usize,
-    /// Give up after this many consecutive failed attempts (0 = never retry).
-    pub max_retries: u32,
-    pub retry_backoff: Duration,
+    /// Wait after the first failure of an outage; doubles with every failure in a row.
+    pub initial_backoff: Duration,
+    /// Longest wait between two attempts.
+    pub max_backoff: Duration,
+    /// Give up when the platform has been unavailable this long without an
+    /// acknowledgement (None: wait until interrupted).
+    pub give_up_after: Option<Duration>,
+    /// How often a sender that keeps waiting says so again (after the first failure).
+    pub notice_every: Duration,
+    /// Where notices go; None: a `tracing` warning.
+    pub on_notice: Option<NoticeHook>,
     /// Events per second to send at (None: as fast as acks allow).
     pub rate: Option<f64>,
 }
@@ -31,9 +52,77 @@ impl Default for SenderOptions {
             endpoint: "http://127.0.0.1:50051".into(),
             batch_size: 500,
             max_in_flight: 8,
-            max_retries: 20,
-            retry_backoff: Duration::from_millis(500),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            give_up_after: None,
+            notice_every: Duration::from_secs(30),
+            on_notice: None,
             rate: None,
+        }
+    }
+}
+
+impl fmt::Debug for SenderOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SenderOptions")
+            .field("endpoint", &self.endpoint)
+            .field("batch_size", &self.batch_size)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("give_up_after", &self.give_up_after)
+            .field("notice_every", &self.notice_every)
+            .field("on_notice", &self.on_notice.as_ref().map(|_| "hook"))
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+/// What a sender says while the platform is unavailable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// Failed attempts in a row; the sender waits and tries again.
+    Waiting {
+        /// The last failure.
+        reason: String,
+        /// Failed attempts of this outage so far.
+        attempt: u32,
+        /// Since the first failure of this outage.
+        unavailable_for: Duration,
+        next_try_in: Duration,
+        /// Events of this send acknowledged so far.
+        acknowledged: u64,
+        /// Requests that will be sent again.
+        unanswered: usize,
+    },
+    /// An acknowledgement came again after an outage.
+    Recovered { unavailable_for: Duration, attempts: u32 },
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Waiting {
+                reason,
+                attempt,
+                unavailable_for,
+                next_try_in,
+                acknowledged,
+                unanswered,
+            } => write!(
+                f,
+                "platform unavailable ({reason}); waiting, attempt {attempt}, next try in {:.2} s, {acknowledged} events acknowledged so far, {unanswered} requests to resend (unavailable for {:.0} s)",
+                next_try_in.as_secs_f64(),
+                unavailable_for.as_secs_f64()
+            ),
+            Notice::Recovered {
+                unavailable_for,
+                attempts,
+            } => write!(
+                f,
+                "platform available again after {:.1} s ({attempts} failed attempts); sending on",
+                unavailable_for.as_secs_f64()
+            ),
         }
     }
 }
@@ -43,6 +132,8 @@ impl Default for SenderOptions {
 pub struct SendReport {
     pub requests: usize,
     pub committed: usize,
+    /// Events of acknowledged requests (committed or rejected).
+    pub acknowledged: u64,
     pub rejections: Vec<Rejection>,
     /// Times the stream broke and unanswered requests were resent.
     pub reconnects: u32,
@@ -59,10 +150,39 @@ pub enum SendError {
         endpoint: String,
         source: tonic::transport::Error,
     },
-    #[error("gave up after {attempts} attempts; last error: {status}")]
-    GaveUp { attempts: u32, status: tonic::Status },
+    #[error("gave up after {:.0} s unavailable ({attempts} attempts); last error: {status}", unavailable_for.as_secs_f64())]
+    GaveUp {
+        attempts: u32,
+        unavailable_for: Duration,
+        status: tonic::Status,
+    },
     #[error("request rejected: {0}")]
     Rejected(tonic::Status),
+    /// A failure that trying again would not mend.
+    #[error("not retried: {0}")]
+    Failed(tonic::Status),
+}
+
+/// Whether a failed attempt is worth another: the platform or its storage is
+/// unavailable, a deadline passed, or the connection could not be made or broke (the
+/// client turns those into statuses that carry the transport error as their source; a
+/// status the platform sent carries none).
+pub fn retryable(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded => true,
+        Code::Unknown | Code::Internal | Code::Cancelled => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// The wait before attempt `failures + 1`: `initial` doubled for every failure after the
+/// first, at most `max`, then jittered down by up to a quarter (so that many senders
+/// waiting out one outage do not all come back at once).
+pub fn backoff(failures: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let doubled = initial.saturating_mul(1u32 << failures.saturating_sub(1).min(20));
+    let capped = doubled.min(max);
+    capped.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
 /// Sends `events` and waits until every one is acknowledged (committed or rejected).
@@ -145,11 +265,22 @@ pub async fn feed(
 /// Sends every batch `source` yields, each as one request, and waits until every one is
 /// acknowledged. At most `max_in_flight` requests are unanswered at once, and nothing
 /// more is read from `source` meanwhile (backpressure). If the stream breaks, it
-/// reconnects and resends the unanswered requests in order.
+/// reconnects and resends the unanswered requests in order, waiting out an outage as
+/// the options say.
 pub async fn send_batches(
-    mut source: mpsc::Receiver<Vec<ClinicalEvent>>,
+    source: mpsc::Receiver<Vec<ClinicalEvent>>,
     opts: &SenderOptions,
     mut on_ack: impl FnMut(&IngestResponse),
+) -> Result<SendReport, SendError> {
+    send_counted(source, opts, |ack, _| on_ack(ack)).await
+}
+
+/// [`send_batches`], telling `on_ack` also how many events the acknowledged request
+/// held (what a checkpoint counts).
+pub async fn send_counted(
+    mut source: mpsc::Receiver<Vec<ClinicalEvent>>,
+    opts: &SenderOptions,
+    mut on_ack: impl FnMut(&IngestResponse, usize),
 ) -> Result<SendReport, SendError> {
     let started = Instant::now();
     let mut state = SendState {
@@ -161,36 +292,73 @@ pub async fn send_batches(
             rate: opts.rate.filter(|r| *r > 0.0),
             events: 0,
         },
+        outage: None,
     };
     let mut report = SendReport::default();
-    let mut failures = 0u32;
     loop {
-        let acked_before = report.ack_latencies.len();
         match attempt(&mut state, &mut source, opts, &mut report, &mut on_ack).await {
             Ok(()) => break,
+            Err(status) if status.code() == tonic::Code::InvalidArgument => return Err(SendError::Rejected(status)),
+            Err(status) if !retryable(&status) => return Err(SendError::Failed(status)),
             Err(status) => {
-                if status.code() == tonic::Code::InvalidArgument {
-                    return Err(SendError::Rejected(status));
-                }
-                // A stream that made progress before breaking starts the count afresh.
-                if report.ack_latencies.len() > acked_before {
-                    failures = 0;
-                }
-                failures += 1;
-                if failures > opts.max_retries {
+                let now = Instant::now();
+                let outage = state.outage.get_or_insert(Outage {
+                    since: now,
+                    failures: 0,
+                    noticed: None,
+                });
+                outage.failures += 1;
+                let unavailable_for = now - outage.since;
+                if opts.give_up_after.is_some_and(|limit| unavailable_for >= limit) {
                     return Err(SendError::GaveUp {
-                        attempts: failures,
+                        attempts: outage.failures,
+                        unavailable_for,
                         status,
                     });
                 }
                 report.reconnects += 1;
-                tracing::warn!(%status, unanswered = state.pending.len(), "ingest stream broke; resending unanswered requests");
-                tokio::time::sleep(opts.retry_backoff).await;
+                let wait = backoff(
+                    outage.failures,
+                    opts.initial_backoff,
+                    opts.max_backoff,
+                    rand::rng().random(),
+                );
+                tracing::debug!(%status, attempt = outage.failures, ?wait, unanswered = state.pending.len(), "ingest stream broke");
+                if outage.noticed.is_none_or(|at| now - at >= opts.notice_every) {
+                    outage.noticed = Some(now);
+                    notify(
+                        opts,
+                        &Notice::Waiting {
+                            reason: status.message().to_string(),
+                            attempt: outage.failures,
+                            unavailable_for,
+                            next_try_in: wait,
+                            acknowledged: report.acknowledged,
+                            unanswered: state.pending.len(),
+                        },
+                    );
+                }
+                tokio::time::sleep(wait).await;
             }
         }
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+fn notify(opts: &SenderOptions, notice: &Notice) {
+    match &opts.on_notice {
+        Some(hook) => hook(notice),
+        None => tracing::warn!("{notice}"),
+    }
+}
+
+/// Failed attempts in a row, since the last acknowledgement.
+struct Outage {
+    since: Instant,
+    failures: u32,
+    /// When the last [`Notice::Waiting`] went out.
+    noticed: Option<Instant>,
 }
 
 /// What survives a broken stream: the unanswered requests, oldest first.
@@ -199,6 +367,7 @@ struct SendState {
     next_request: usize,
     source_done: bool,
     pacer: Pacer,
+    outage: Option<Outage>,
 }
 
 /// One stream: resends what is unanswered, then takes new requests from `source`, and
@@ -209,7 +378,7 @@ async fn attempt(
     source: &mut mpsc::Receiver<Vec<ClinicalEvent>>,
     opts: &SenderOptions,
     report: &mut SendReport,
-    on_ack: &mut impl FnMut(&IngestResponse),
+    on_ack: &mut impl FnMut(&IngestResponse, usize),
 ) -> Result<(), tonic::Status> {
     let channel = crate::connect(&opts.endpoint)
         .await
@@ -261,15 +430,22 @@ async fn attempt(
                             ack.request_id
                         )));
                     }
-                    state.pending.pop_front();
+                    let events = state.pending.pop_front().map_or(0, |r| r.events.len());
                     sent -= 1;
                     if let Some(t) = sent_at.pop_front() {
                         report.ack_latencies.push(t.elapsed());
                     }
+                    if let Some(outage) = state.outage.take() {
+                        notify(opts, &Notice::Recovered {
+                            unavailable_for: outage.since.elapsed(),
+                            attempts: outage.failures,
+                        });
+                    }
                     report.committed += ack.committed_event_ids.len();
+                    report.acknowledged += events as u64;
                     report.rejections.extend(ack.rejections.iter().cloned());
                     report.last_position = report.last_position.max(ack.committed_position);
-                    on_ack(&ack);
+                    on_ack(&ack, events);
                 }
                 None => {
                     if state.pending.is_empty() && state.source_done {
@@ -337,6 +513,102 @@ mod tests {
         assert!(Instant::now() >= due, "a future event is not sent early");
         assert_eq!(ids(&second), ["c", "d"]);
         assert!(rx.recv().await.is_none());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitters_down() {
+        let ms = Duration::from_millis;
+        let waits: Vec<_> = (1..=8).map(|n| backoff(n, ms(100), ms(5_000), 0.0)).collect();
+        assert_eq!(
+            waits,
+            [100, 200, 400, 800, 1_600, 3_200, 5_000, 5_000].map(ms),
+            "doubling from the first wait, capped"
+        );
+        assert_eq!(backoff(1_000, ms(100), ms(5_000), 0.0), ms(5_000), "no overflow");
+        assert_eq!(backoff(3, ms(100), ms(5_000), 1.0), ms(300), "at most a quarter less");
+    }
+
+    #[test]
+    fn only_transient_failures_are_retried() {
+        use tonic::{Code, Status};
+        assert!(retryable(&Status::unavailable("staging zone unavailable")));
+        assert!(retryable(&Status::deadline_exceeded("slow")));
+        for code in [
+            Code::InvalidArgument,
+            Code::Internal,
+            Code::DataLoss,
+            Code::PermissionDenied,
+        ] {
+            assert!(!retryable(&Status::new(code, "from the platform")), "{code:?}");
+        }
+        // The client's own status for a broken connection carries the transport error.
+        let broken = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(retryable(&broken));
+    }
+
+    #[test]
+    fn waiting_notices_say_what_the_sender_does() {
+        let waiting = Notice::Waiting {
+            reason: "connection refused".into(),
+            attempt: 3,
+            unavailable_for: Duration::from_secs(2),
+            next_try_in: Duration::from_millis(400),
+            acknowledged: 1_500,
+            unanswered: 2,
+        };
+        assert_eq!(
+            waiting.to_string(),
+            "platform unavailable (connection refused); waiting, attempt 3, next try in 0.40 s, 1500 events acknowledged so far, 2 requests to resend (unavailable for 2 s)"
+        );
+    }
+
+    /// Nothing listens: the sender keeps trying with back-off, says so once (not per
+    /// attempt), and stops only at `give_up_after`.
+    #[tokio::test]
+    async fn an_unreachable_platform_is_waited_for_until_give_up_after() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let notices = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opts = SenderOptions {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(40),
+            give_up_after: Some(Duration::from_millis(800)),
+            on_notice: Some({
+                let notices = notices.clone();
+                Arc::new(move |n: &Notice| notices.lock().unwrap().push(n.clone()))
+            }),
+            ..Default::default()
+        };
+        let err = send_events(vec![at(-60.0, "a")], &opts, |_| {}).await.unwrap_err();
+        let SendError::GaveUp {
+            attempts,
+            unavailable_for,
+            status,
+        } = err
+        else {
+            panic!("expected GaveUp, got {err:?}")
+        };
+        assert!(attempts > 5, "{attempts} attempts");
+        assert!(unavailable_for >= Duration::from_millis(800));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let notices = notices.lock().unwrap();
+        assert_eq!(notices.len(), 1, "one notice for a short outage: {notices:?}");
+        assert!(matches!(
+            &notices[0],
+            Notice::Waiting {
+                attempt: 1,
+                acknowledged: 0,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]

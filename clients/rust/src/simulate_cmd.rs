@@ -1,13 +1,15 @@
 //! `hospital simulate`: runs the hospital simulator and streams its events to the
-//! platform, either a past period at full speed or live at the wall clock.
+//! platform, either a past period at full speed or live at the wall clock. A run keeps a
+//! checkpoint, so that one stopped half way resumes after what was acknowledged.
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use hospital_client::sender::{feed, send_batches, Pace, SenderOptions};
+use hospital_client::checkpoint::{default_simulation_path, fingerprint_simulation, simulate_resumable, Checkpoint};
+use hospital_client::sender::{Pace, SenderOptions};
 use hospital_client::simulate::{count_by_kind, SimOptions, SimStats, Simulator};
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::sync::mpsc;
 
 const DAY: i64 = 86_400;
 
@@ -55,6 +57,18 @@ pub struct SimulateArgs {
     /// Simulate and print what happened, without sending anything.
     #[arg(long, conflicts_with = "live")]
     dry_run: bool,
+    /// Where progress is kept, so that a run stopped half way resumes after what was
+    /// acknowledged when started again with the same seed, start, warm-up and rates
+    /// (default: .hospital/checkpoints/simulate-<hash of the source prefix>).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Ignore an earlier run's progress and send everything.
+    #[arg(long)]
+    restart: bool,
+    /// Stop when the platform has been unavailable this many seconds (default: wait
+    /// until interrupted).
+    #[arg(long, value_name = "SECS")]
+    give_up_after: Option<u64>,
 }
 
 pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
@@ -105,40 +119,48 @@ pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let sender = SenderOptions {
-        endpoint: endpoint.into(),
-        batch_size: args.batch_size,
-        max_in_flight: args.in_flight,
-        rate: args.rate,
-        ..Default::default()
-    };
-    let pace = if args.live { Pace::WallClock } else { Pace::FullSpeed };
-    let (stats_tx, stats_rx) = std::sync::mpsc::channel::<SimStats>();
-    let (tx, rx) = mpsc::channel(args.in_flight.max(1));
-    let batch_size = args.batch_size;
-    // The simulation is CPU work: on a blocking thread, handing batches over a bounded
-    // channel (backpressure from the platform's acks reaches the simulation).
-    let producer = tokio::task::spawn_blocking(move || {
-        let mut sim = Simulator::new(opts);
-        let handle = tokio::runtime::Handle::current();
-        let mut caught_up = false;
-        let events = sim.by_ref().inspect(|e| {
-            let at = e.occurred_at.as_ref().map_or(0, |t| t.seconds);
-            if pace == Pace::WallClock && !caught_up && at > wall_clock_secs() {
-                caught_up = true;
-                println!("caught up with the wall clock: the past is sent, live from now on");
-            }
-        });
-        handle.block_on(feed(events, batch_size, pace, tx));
-        let _ = stats_tx.send(sim.stats());
-    });
+    let checkpoint_path = args
+        .checkpoint
+        .unwrap_or_else(|| default_simulation_path(&opts.source_prefix));
+    if args.restart {
+        let _ = std::fs::remove_file(&checkpoint_path);
+    }
+    let (checkpoint, why) = Checkpoint::open(&checkpoint_path, fingerprint_simulation(&opts));
+    if let Some(why) = why {
+        println!("{why}");
+    }
+    if checkpoint.acknowledged > 0 {
+        println!(
+            "resuming: the first {} events were acknowledged by an earlier run ({}); simulating them again without sending, then sending the rest (--restart sends everything)",
+            checkpoint.acknowledged,
+            checkpoint_path.display()
+        );
+    }
     let bar = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} events acknowledged  {per_sec}  {msg}")
             .context("progress template")?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    let sender = SenderOptions {
+        endpoint: endpoint.into(),
+        batch_size: args.batch_size,
+        max_in_flight: args.in_flight,
+        rate: args.rate,
+        give_up_after: args.give_up_after.map(Duration::from_secs),
+        on_notice: Some(crate::notice_above(&bar)),
+        ..Default::default()
+    };
+    let pace = if args.live { Pace::WallClock } else { Pace::FullSpeed };
+    let mut caught_up = false;
+    let inspect = move |e: &hospital_client::proto::events::ClinicalEvent| {
+        let at = e.occurred_at.as_ref().map_or(0, |t| t.seconds);
+        if pace == Pace::WallClock && !caught_up && at > wall_clock_secs() {
+            caught_up = true;
+            println!("caught up with the wall clock: the past is sent, live from now on");
+        }
+    };
     let mut rejected = 0usize;
-    let report = send_batches(rx, &sender, |ack| {
+    let outcome = simulate_resumable(opts, pace, checkpoint, &sender, inspect, |ack| {
         rejected += ack.rejections.len();
         bar.inc((ack.committed_event_ids.len() + ack.rejections.len()) as u64);
         bar.set_message(format!(
@@ -148,11 +170,11 @@ pub async fn run(endpoint: &str, args: SimulateArgs) -> anyhow::Result<()> {
     })
     .await?;
     bar.finish();
-    producer.await?;
-    let stats = stats_rx.recv().context("the simulation ended without its statistics")?;
+    let (report, stats) = (outcome.sent, outcome.stats);
     println!(
-        "sent {} events in {} requests over {:.1?}: {} committed (staging position {}), {} rejected, {} reconnects",
+        "simulated {} events, sent {} in {} requests over {:.1?}: {} committed (staging position {}), {} rejected, {} reconnects",
         stats.events,
+        stats.events.saturating_sub(outcome.resumed_after),
         report.requests,
         report.elapsed,
         report.committed,
