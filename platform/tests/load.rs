@@ -47,6 +47,24 @@ fn query_rows(ch: &hospital_testkit::ClickHouseServer, sql: &str) -> Vec<Vec<Str
         .collect()
 }
 
+/// The extract's record balance holds, and the platform answered every event it was sent:
+/// the balance of a load, as `hospital load` prints it.
+fn assert_balances(name: &str, extract: &Extract, report: &hospital_client::sender::SendReport) {
+    let b = &extract.balance;
+    println!("{name}: records {b}");
+    assert!(b.balances(), "{name}: {b}");
+    assert_eq!(
+        b.not_mapped,
+        extract.problems.len() as u64,
+        "{name}: one problem per record not mapped"
+    );
+    assert_eq!(
+        report.committed + report.rejections.len(),
+        extract.events.len(),
+        "{name}: every event accepted or rejected"
+    );
+}
+
 fn csv_rows(path: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(path).unwrap();
     text.lines().skip(1).filter(|l| !l.trim().is_empty()).count() as u64
@@ -104,6 +122,17 @@ async fn synthea_csv_loads_with_the_files_counts_and_a_second_load_adds_nothing(
         report.rejections.iter().take(5).collect::<Vec<_>>()
     );
     assert_eq!(report.committed, extract.events.len() - report.rejections.len());
+    assert_balances("Synthea CSV", &extract, &report);
+    let file_rows: u64 = hospital_sources::synthea::SyntheaFile::ALL
+        .iter()
+        .map(|f| dir.join(f.file_name()))
+        .filter(|p| p.is_file())
+        .map(|p| csv_rows(&p))
+        .sum();
+    assert_eq!(
+        extract.balance.read, file_rows,
+        "every row of every file read is in the balance"
+    );
     println!(
         "Synthea CSV: {} events, {} committed, {} rejected, skipped {:?}",
         extract.events.len(),
@@ -284,6 +313,12 @@ async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
         ]
     );
     assert_eq!(report.committed, extract.events.len() - 2, "their neighbours commit");
+    assert_balances("HL7 v2", &extract, &report);
+    assert_eq!(
+        extract.balance.skipped_total() as usize,
+        extract.skipped.values().sum::<usize>()
+    );
+    assert!(extract.balance.mapped > 0);
     // The four GHH samples share MSH-4 and MSH-10 (GHHSFacility|MSG00001): first commit
     // wins, so their later copies are answered as duplicates and staged once.
     let unique: std::collections::BTreeSet<(&str, &str)> = extract
@@ -350,9 +385,14 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
     assert!(extract.problems.is_empty(), "{:?}", extract.problems);
     // Count what the files hold, independently of the mapper.
     let (mut patients, mut encounters, mut conditions, mut procedures) = (0u64, 0u64, 0u64, 0u64);
+    let (mut entries, mut claimed_cents) = (0u64, 0i64);
     for file in std::fs::read_dir(&dir).unwrap() {
         let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(file.unwrap().path()).unwrap()).unwrap();
         for entry in bundle["entry"].as_array().unwrap() {
+            entries += 1;
+            if entry["resource"]["resourceType"] == "Claim" {
+                claimed_cents += (entry["resource"]["total"]["value"].as_f64().unwrap() * 100.0).round() as i64;
+            }
             match entry["resource"]["resourceType"].as_str() {
                 Some("Patient") => patients += 1,
                 Some("Encounter") => encounters += 1,
@@ -379,6 +419,13 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
         [("Procedure/65b3556c-764f-49e8-b015-77571cf06896", "procedure.code")]
     );
     assert_eq!(report.committed, extract.events.len() - 1, "its neighbours commit");
+    assert_balances("FHIR", &extract, &report);
+    assert_eq!(extract.balance.read, entries, "every bundle entry is in the balance");
+    assert!(
+        extract.notes.is_empty(),
+        "every charge line priced: {:?}",
+        extract.notes
+    );
     run_warehouse_load(platform.local_addr(), false).await;
     let counts = |ch: &hospital_testkit::ClickHouseServer| {
         (
@@ -395,6 +442,15 @@ async fn fhir_bundles_load_with_their_counts_and_a_second_load_adds_nothing() {
     let first = counts(&ch);
     assert_eq!((first.0, first.1), (patients, encounters));
     assert!(first.2 > 0, "claims become charge lines");
+    // The money of the claims arrives whole: unpriced lines took it from the totals.
+    assert_eq!(
+        count(
+            &ch,
+            "SELECT toUInt64(sum(amount_minor)) FROM warehouse.fact_charge FINAL WHERE is_deleted = 0"
+        ),
+        claimed_cents as u64,
+        "the charges add up to the Claim totals"
+    );
     // Every Condition and every other Procedure passes the door and lands once.
     assert_eq!((first.3, first.4), (conditions, procedures - 1));
     send_all(platform.local_addr(), &extract).await;
@@ -438,6 +494,24 @@ async fn mimic_demo_loads_with_the_tables_counts_and_a_second_load_adds_nothing(
         "nothing else is rejected: {:?}",
         report.rejections.iter().take(3).collect::<Vec<_>>()
     );
+    assert_balances("MIMIC", &extract, &report);
+    let file_rows: u64 = hospital_sources::mimic::MimicFile::ALL
+        .iter()
+        .map(|f| {
+            let path = dir.join(f.file_name());
+            let input: Box<dyn std::io::Read> = if f.file_name().ends_with(".gz") {
+                Box::new(flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap()))
+            } else {
+                Box::new(std::fs::File::open(&path).unwrap())
+            };
+            csv::Reader::from_reader(input).records().count() as u64
+        })
+        .sum();
+    assert_eq!(
+        extract.balance.read, file_rows,
+        "every row of the seven tables is in the balance"
+    );
+    assert!(extract.balance.superseded_total() > 0 && extract.balance.skipped_total() > 0);
     println!(
         "MIMIC: {} events, {} committed, rejected {bad_sets} vital sets and {bad_orders} orders, skipped {:?}",
         extract.events.len(),
@@ -477,10 +551,59 @@ async fn mimic_demo_loads_with_the_tables_counts_and_a_second_load_adds_nothing(
          (SELECT count() FROM warehouse.fact_transfer FINAL WHERE is_deleted = 0 AND to_department_code IN {icu} AND from_department_code NOT IN {icu})"
     ));
     assert_eq!(icu_entries, 136 + 9);
-    let sets_accepted = kinds("vital_signs") - bad_sets;
+    // The warehouse holds a set by its observations: sets of only GCS or oxygen
+    // delivery have no row there.
+    let rejected_ids: std::collections::HashSet<&str> = report.rejections.iter().map(|r| r.event_id.as_str()).collect();
+    let accepted_sets: Vec<&hospital_proto::events::VitalSigns> = extract
+        .events
+        .iter()
+        .filter(|e| !rejected_ids.contains(e.event_id.as_str()))
+        .filter_map(|e| match &e.payload {
+            Some(hospital_proto::events::clinical_event::Payload::VitalSigns(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted_sets.len() as u64, kinds("vital_signs") - bad_sets);
+    let with_obs = |f: fn(&hospital_proto::events::VitalSigns) -> bool| {
+        accepted_sets
+            .iter()
+            .filter(|v| !v.observations.is_empty() && f(v))
+            .count() as u64
+    };
     assert_eq!(
         q("SELECT uniqExact(source_event_id) FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0"),
-        sets_accepted
+        with_obs(|_| true)
+    );
+    // NEWS2's consciousness and supplemental oxygen reach the warehouse from MIMIC.
+    let (conscious, oxygen) = (
+        with_obs(|v| v.consciousness != 0),
+        with_obs(|v| v.supplemental_oxygen.is_some()),
+    );
+    println!("MIMIC: warehouse sets with consciousness {conscious}, with oxygen status {oxygen}");
+    assert!(conscious > 1000 && oxygen > 1000);
+    assert_eq!(
+        q("SELECT uniqExact(source_event_id) FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0 AND consciousness != ''"),
+        conscious
+    );
+    assert_eq!(
+        q("SELECT uniqExact(source_event_id) FROM warehouse.fact_vital_sign FINAL WHERE is_deleted = 0 AND supplemental_oxygen IS NOT NULL"),
+        oxygen
+    );
+    // Every accepted set has its row of NEWS2 inputs, those with only GCS or oxygen too.
+    let every =
+        |f: fn(&hospital_proto::events::VitalSigns) -> bool| accepted_sets.iter().filter(|v| f(v)).count() as u64;
+    assert!(every(|v| v.observations.is_empty()) > 0, "sets of only GCS or oxygen");
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_vital_sign_set FINAL WHERE is_deleted = 0"),
+        accepted_sets.len() as u64
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_vital_sign_set FINAL WHERE is_deleted = 0 AND consciousness != ''"),
+        every(|v| v.consciousness != 0)
+    );
+    assert_eq!(
+        q("SELECT count() FROM warehouse.fact_vital_sign_set FINAL WHERE is_deleted = 0 AND supplemental_oxygen IS NOT NULL"),
+        every(|v| v.supplemental_oxygen.is_some())
     );
     // The drugs the orders use are named from PRESCRIPTIONS (the adapter's catalogue),
     // not inferred placeholders: every NDC of the file, and every code in

@@ -9,11 +9,17 @@
 //! [`synthea`], ...) collect them instead, for tests and small loads. The mapping order
 //! is deterministic (sorted files, file order within), which is what lets an
 //! interrupted load resume after a count of events.
+//!
+//! Nothing is dropped silently: every source gives a record balance ([`Balance`]):
+//! records read = mapped + not mapped + skipped + superseded, the last two by reason,
+//! and [`summary_text`] prints it with what the platform did with the events.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::ClinicalEvent;
+use hospital_proto::ingest::Rejection;
+pub use hospital_sources::balance::Balance;
 
 /// The formats `hospital load` reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +50,22 @@ pub struct Report {
     pub problems: Vec<String>,
     /// Records seen but deliberately not loaded (e.g. an unsupported message type), by kind.
     pub skipped: BTreeMap<String, usize>,
+    /// Where every record read went (its skipped reasons are the ones above).
+    pub balance: Balance,
+    /// What was left out of records that did map ("birth date omitted", "charge line
+    /// priced 0"), by reason, with counts.
+    pub notes: BTreeMap<String, usize>,
+}
+
+impl Report {
+    /// Copies the balance's skip reasons into `skipped`.
+    fn with_balance(mut self, balance: Balance) -> Self {
+        for (reason, n) in &balance.skipped {
+            *self.skipped.entry(reason.clone()).or_default() += *n as usize;
+        }
+        self.balance = balance;
+        self
+    }
 }
 
 /// A failure that stops a whole read (a missing file or column, an unreadable file).
@@ -68,6 +90,10 @@ pub struct Extract {
     pub problems: Vec<String>,
     /// Records seen but deliberately not loaded (e.g. an unsupported message type), by kind.
     pub skipped: BTreeMap<String, usize>,
+    /// Where every record read went.
+    pub balance: Balance,
+    /// What was left out of records that did map, by reason.
+    pub notes: BTreeMap<String, usize>,
 }
 
 impl Extract {
@@ -78,6 +104,8 @@ impl Extract {
             events,
             problems: report.problems,
             skipped: report.skipped,
+            balance: report.balance,
+            notes: report.notes,
         })
     }
 }
@@ -141,23 +169,34 @@ const HL7_EXTENSIONS: &[&str] = &["hl7", "HL7", "er7", "txt", "msg"];
 pub fn hl7_to(path: &Path, sink: &mut dyn FnMut(ClinicalEvent)) -> std::io::Result<Report> {
     use hospital_sources::hl7v2::{map, parse_file};
     let mut x = Report::default();
+    let mut b = Balance::default();
     for file in files(path, HL7_EXTENSIONS)? {
         let bytes = std::fs::read(&file)?;
         for (i, parsed) in parse_file(&bytes).into_iter().enumerate() {
+            b.read += 1;
             let place = format!("{} message {i}", file.display());
             match parsed {
-                Err(e) => x.problems.push(format!("{place}: {e}")),
+                Err(e) => {
+                    b.not_mapped += 1;
+                    x.problems.push(format!("{place}: {e}"));
+                }
                 Ok(msg) => match map::to_events(&msg, &map::MapOptions::default()) {
-                    Ok(events) => events.into_iter().for_each(&mut *sink),
-                    Err(map::MapError::Unsupported { message_type }) => {
-                        *x.skipped.entry(format!("HL7 {message_type}")).or_default() += 1
+                    Ok(events) => {
+                        b.mapped += 1;
+                        events.into_iter().for_each(&mut *sink);
                     }
-                    Err(e) => x.problems.push(format!("{place}: {e}")),
+                    Err(map::MapError::Unsupported { message_type }) => {
+                        b.skip(format!("HL7 {message_type}: message type not mapped"), 1)
+                    }
+                    Err(e) => {
+                        b.not_mapped += 1;
+                        x.problems.push(format!("{place}: {e}"));
+                    }
                 },
             }
         }
     }
-    Ok(x)
+    Ok(x.with_balance(b))
 }
 
 /// A Synthea CSV export directory (patients, payers, encounters, conditions as
@@ -171,14 +210,25 @@ pub fn synthea_to(
     let mut x = Report::default();
     let summary = Export::new(dir, Options::default()).read_all(sink)?;
     x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
+    // The export counts rows read, skipped and in error per file: the rest mapped.
+    let mut b = Balance::default();
     for (file, counts) in &summary.files {
-        if counts.skipped > 0 {
-            *x.skipped
-                .entry(format!("{} rows not loaded", file.file_name()))
-                .or_default() += counts.skipped as usize;
-        }
+        let errors = summary.errors.iter().filter(|e| e.file() == file.file_name()).count() as u64;
+        b.read += counts.rows;
+        b.not_mapped += errors;
+        b.mapped += counts.rows.saturating_sub(counts.skipped + errors);
+        b.skip(
+            format!("{}: rows not loaded (see hospital_sources::synthea)", file.file_name()),
+            counts.skipped,
+        );
     }
-    Ok(x)
+    // Errors of no file read (none expected) still count as records not mapped.
+    b.not_mapped += summary
+        .errors
+        .iter()
+        .filter(|e| !summary.files.keys().any(|f| f.file_name() == e.file()))
+        .count() as u64;
+    Ok(x.with_balance(b))
 }
 
 /// FHIR R4 bundles (`.json`) and bulk-export NDJSON (`.ndjson`) under `path`; references
@@ -187,12 +237,15 @@ pub fn fhir_to(path: &Path, sink: &mut dyn FnMut(ClinicalEvent)) -> std::io::Res
     use hospital_sources::fhir::{FhirOptions, Mapper};
     let mut mapper = Mapper::new(FhirOptions::default());
     let mut x = Report::default();
+    let mut refused = 0;
     for file in files(path, &["json", "ndjson"])? {
         let bytes = std::fs::read(&file)?;
         let name = file.display().to_string();
         if file.extension().is_some_and(|e| e == "ndjson") {
             mapper.add_ndjson(&name, &bytes);
         } else if let Err(e) = mapper.add_bundle(&name, &bytes) {
+            // A bundle refused whole is one record read and not mapped.
+            refused += 1;
             x.problems.push(e.to_string());
         }
     }
@@ -206,12 +259,15 @@ pub fn fhir_to(path: &Path, sink: &mut dyn FnMut(ClinicalEvent)) -> std::io::Res
             d.input, d.url
         ));
     }
-    for (resource_type, counts) in &mapped.summary.by_type {
-        for (reason, n) in &counts.skipped {
-            *x.skipped.entry(format!("{resource_type}: {reason}")).or_default() += n;
-        }
+    for u in &mapped.summary.unpriced_charge_lines {
+        *x.notes
+            .entry(format!("charge line priced 0: {}", u.reason))
+            .or_default() += 1;
     }
-    Ok(x)
+    let mut b = mapped.summary.balance();
+    b.read += refused;
+    b.not_mapped += refused;
+    Ok(x.with_balance(b))
 }
 
 /// The MIMIC-III (demo) CSV tables (patients, admissions, transfers, ICD-9-CM diagnoses
@@ -226,17 +282,13 @@ pub fn mimic_to(
     let mut x = Report::default();
     let summary = Export::new(dir, Options::default()).read_all(sink)?;
     x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
-    for (file, n) in &summary.skipped {
-        *x.skipped
-            .entry(format!("{} rows not loaded", file.file_name()))
-            .or_default() += *n as usize;
-    }
     if summary.birth_dates_omitted > 0 {
-        *x.skipped
-            .entry("birth dates before 1900 after the shift (ages over 89 are masked in MIMIC)".into())
-            .or_default() += summary.birth_dates_omitted as usize;
+        x.notes.insert(
+            "birth date omitted: before 1900 after the shift (ages over 89 are masked in MIMIC)".into(),
+            summary.birth_dates_omitted as usize,
+        );
     }
-    Ok(x)
+    Ok(x.with_balance(summary.total()))
 }
 
 /// A reference data directory (`drugs.csv`, `payers.csv`, `wards.csv`, each optional),
@@ -249,5 +301,138 @@ pub fn reference_to(
     let mut x = Report::default();
     let summary = Catalogue::new(dir, Options::default()).read_all(sink)?;
     x.problems = summary.errors.iter().map(|e| e.to_string()).collect();
-    Ok(x)
+    // One event per row mapped, one error per row not.
+    let mapped: u64 = summary.events.values().sum();
+    let b = Balance {
+        read: mapped + summary.errors.len() as u64,
+        mapped,
+        not_mapped: summary.errors.len() as u64,
+        ..Default::default()
+    };
+    Ok(x.with_balance(b))
+}
+
+/// What `hospital load` prints when a load ends: where every record of the files went
+/// (read = mapped + not mapped + skipped + superseded, each with its reasons, and whether
+/// it balances), then what the platform did with the events the mapped records made
+/// (events = resumed + accepted + rejected, rejections by reason). A record can make
+/// several events (an admission row: admission and discharge) and several records one
+/// event (the chart rows of one vital-sign set), so the platform's answer is counted in
+/// events.
+pub fn summary_text(
+    source: Source,
+    read: &Report,
+    events: u64,
+    resumed: u64,
+    accepted: usize,
+    rejections: &[Rejection],
+) -> String {
+    use std::fmt::Write;
+    let b = &read.balance;
+    let mut out = String::new();
+    let _ = writeln!(out, "{} records: {b}", source.name());
+    let _ = writeln!(
+        out,
+        "  read {}, mapped {}, not mapped {}, skipped {}, superseded {}",
+        b.read,
+        b.mapped,
+        b.not_mapped,
+        b.skipped_total(),
+        b.superseded_total()
+    );
+    for p in read.problems.iter().take(20) {
+        let _ = writeln!(out, "  not mapped: {p}");
+    }
+    if read.problems.len() > 20 {
+        let _ = writeln!(out, "  ... and {} more not mapped", read.problems.len() - 20);
+    }
+    for (reason, n) in &b.skipped {
+        let _ = writeln!(out, "  skipped x{n}: {reason}");
+    }
+    for (reason, n) in &b.superseded {
+        let _ = writeln!(out, "  superseded x{n}: {reason}");
+    }
+    for (reason, n) in &read.notes {
+        let _ = writeln!(out, "  note x{n}: {reason}");
+    }
+    let rejected = rejections.len() as u64;
+    let sent = events.saturating_sub(resumed);
+    let answered = accepted as u64 + rejected;
+    let _ = write!(
+        out,
+        "{} events from the mapped records: {events} = {resumed} acknowledged by an earlier run + {accepted} accepted (durably staged) + {rejected} rejected",
+        source.name()
+    );
+    if answered == sent {
+        let _ = writeln!(out, ": balances");
+    } else {
+        let _ = writeln!(out, ": DOES NOT BALANCE ({sent} sent, {answered} answered)");
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for r in rejections {
+        for v in &r.violations {
+            *reasons.entry(format!("{}: {}", v.field, v.description)).or_default() += 1;
+        }
+    }
+    for (reason, n) in &reasons {
+        let _ = writeln!(out, "  rejected x{n}: {reason}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hospital_proto::ingest::FieldViolation;
+
+    #[test]
+    fn the_summary_prints_the_balance_with_its_reasons() {
+        let mut balance = Balance {
+            read: 7,
+            mapped: 4,
+            not_mapped: 1,
+            ..Default::default()
+        };
+        balance.skip("ERROR=1: marked as charted in error", 1);
+        balance.supersede("systolic BP ITEMID 51 superseded by ITEMID 455", 1);
+        let report = Report {
+            problems: vec!["PATIENTS.csv line 3, column DOB: required value is empty".into()],
+            notes: BTreeMap::from([("birth date omitted".to_owned(), 2)]),
+            ..Default::default()
+        }
+        .with_balance(balance);
+        assert_eq!(report.skipped["ERROR=1: marked as charted in error"], 1);
+        let rejection = Rejection {
+            index: 0,
+            event_id: "e1".into(),
+            violations: vec![FieldViolation {
+                field: "vital_signs.observations[0].value".into(),
+                description: "out of range".into(),
+            }],
+        };
+        let text = summary_text(Source::Mimic, &report, 6, 2, 3, &[rejection]);
+        assert_eq!(
+            text,
+            "mimic records: read 7 = mapped 4 + not mapped 1 + skipped 1 + superseded 1: balances\n\
+             \x20 read 7, mapped 4, not mapped 1, skipped 1, superseded 1\n\
+             \x20 not mapped: PATIENTS.csv line 3, column DOB: required value is empty\n\
+             \x20 skipped x1: ERROR=1: marked as charted in error\n\
+             \x20 superseded x1: systolic BP ITEMID 51 superseded by ITEMID 455\n\
+             \x20 note x2: birth date omitted\n\
+             mimic events from the mapped records: 6 = 2 acknowledged by an earlier run + 3 accepted (durably staged) + 1 rejected: balances\n\
+             \x20 rejected x1: vital_signs.observations[0].value: out of range\n"
+        );
+        // A record unaccounted for, an event unanswered: both said.
+        let mut short = report.clone();
+        short.balance.read += 1;
+        let text = summary_text(Source::Mimic, &short, 7, 2, 3, &[]);
+        assert!(
+            text.contains("superseded 1: DOES NOT BALANCE (7 accounted for)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("+ 0 rejected: DOES NOT BALANCE (5 sent, 3 answered)"),
+            "{text}"
+        );
+    }
 }

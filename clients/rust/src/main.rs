@@ -1,7 +1,5 @@
 //! `hospital`: command-line client of the hospital data platform.
 
-use std::collections::BTreeMap;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hospital_client::sender::SenderOptions;
@@ -456,35 +454,16 @@ async fn load(
     })
     .await?;
     bar.finish();
-    let report = outcome.sent;
-    let problems = outcome.read.problems;
-    let skipped = outcome.read.skipped;
-    println!(
-        "{} events read, {} sent: {} accepted (durably staged), {} rejected by the platform, {} records not mapped, {} skipped",
-        outcome.events,
-        outcome.events - outcome.resumed_after,
-        report.committed,
-        report.rejections.len(),
-        problems.len(),
-        skipped.values().sum::<usize>()
+    print!(
+        "{}",
+        hospital_client::load::summary_text(
+            source,
+            &outcome.read,
+            outcome.events,
+            outcome.resumed_after,
+            outcome.sent.committed,
+            &outcome.sent.rejections,
+        )
     );
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for r in &report.rejections {
-        for v in &r.violations {
-            *reasons.entry(format!("{}: {}", v.field, v.description)).or_default() += 1;
-        }
-    }
-    for (reason, n) in &reasons {
-        println!("  rejected x{n}: {reason}");
-    }
-    for p in problems.iter().take(20) {
-        println!("  not mapped: {p}");
-    }
-    if problems.len() > 20 {
-        println!("  ... and {} more not mapped", problems.len() - 20);
-    }
-    for (kind, n) in &skipped {
-        println!("  skipped x{n}: {kind}");
-    }
     Ok(())
 }

@@ -39,6 +39,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::balance::Balance;
+
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, reference_data::Item, AbnormalFlag, AdministrativeSex, AdmissionType,
     ClinicalEvent, CodeSystem, ConditionStatus, DiagnosisRole, DischargeDisposition, EncounterClass,
@@ -161,10 +163,60 @@ pub struct Summary {
     pub by_type: BTreeMap<String, TypeCounts>,
     /// Events per payload kind (`admission`, `discharge`, `vital_signs`, ...).
     pub by_event: BTreeMap<&'static str, usize>,
-    /// Claim lines with neither `net` nor `unitPrice` (emitted with price 0).
-    pub unpriced_charge_lines: usize,
+    /// Charge lines by where their price came from ([`PRICE_OWN`], [`PRICE_EOB`],
+    /// [`PRICE_REMAINDER`], [`PRICE_NONE`]); the unpriced ones are listed in
+    /// [`Summary::unpriced_charge_lines`].
+    pub charge_prices: BTreeMap<&'static str, usize>,
+    /// Charge lines that no rule could price (emitted with price 0), with the reason.
+    pub unpriced_charge_lines: Vec<UnpricedCharge>,
     pub deletes: Vec<Deleted>,
     pub errors: Vec<FhirError>,
+    /// Records read: every Bundle entry (a DELETE included) and every non-blank NDJSON
+    /// line (an unreadable one included). A refused Bundle is not in it: its input is
+    /// named by the error `add_bundle` returned.
+    pub records: usize,
+    /// NDJSON lines that are not a FHIR resource (each one of [`Summary::errors`]).
+    pub unreadable_lines: usize,
+}
+
+/// A charge line priced at 0 because no rule gave it a price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpricedCharge {
+    /// `Claim/<id>#item<sequence>`.
+    pub charge_id: String,
+    pub reason: String,
+}
+
+/// The line's own `unitPrice`, or `net` over its quantity.
+pub const PRICE_OWN: &str = "the line's unitPrice or net";
+/// The `net` or "submitted" adjudication of the same item of the Claim's
+/// ExplanationOfBenefit.
+pub const PRICE_EOB: &str = "the ExplanationOfBenefit item's submitted amount or net";
+/// The Claim total (or its ExplanationOfBenefit's submitted total) less the lines priced
+/// otherwise, given to the one unpriced line that is not a diagnosis line.
+pub const PRICE_REMAINDER: &str = "the Claim total less its priced lines";
+/// A diagnosis line (it has a `diagnosisSequence`) left without a price because the
+/// Claim total is carried by its other lines: a charge of 0 by rule.
+pub const PRICE_NONE: &str = "no charge: a diagnosis line, the Claim total is on its other lines";
+
+impl Summary {
+    /// Where every record went: mapped, not mapped (errors, DELETEs not applied,
+    /// unreadable lines), skipped by "<resourceType>: <reason>". Nothing is superseded.
+    pub fn balance(&self) -> Balance {
+        let mut b = Balance {
+            read: self.records as u64,
+            not_mapped: self.unreadable_lines as u64,
+            ..Default::default()
+        };
+        for (ty, c) in &self.by_type {
+            b.mapped += c.mapped as u64;
+            b.not_mapped += (c.errors + c.deleted) as u64;
+            for (reason, n) in &c.skipped {
+                b.skip(format!("{ty}: {reason}"), *n as u64);
+            }
+        }
+        b
+    }
 }
 
 impl Summary {
@@ -289,6 +341,7 @@ impl Mapper {
                 bundle_time,
             });
         }
+        self.summary.records += entries.len();
         for d in deletes {
             self.summary.by_type.entry(d.resource_type.clone()).or_default().deleted += 1;
             self.summary.deletes.push(d);
@@ -310,18 +363,21 @@ impl Mapper {
                 line: i + 1,
                 message,
             };
-            match serde_json::from_slice::<Value>(line) {
-                Ok(v) if v.get("resourceType").and_then(Value::as_str).is_some() => self.entries.push(Entry {
-                    full_url: None,
-                    resource: v,
-                    bundle_time: None,
-                }),
-                Ok(_) => self
-                    .summary
-                    .errors
-                    .push(err("not a FHIR resource (no resourceType)".to_owned())),
-                Err(e) => self.summary.errors.push(err(e.to_string())),
-            }
+            self.summary.records += 1;
+            let unreadable = match serde_json::from_slice::<Value>(line) {
+                Ok(v) if v.get("resourceType").and_then(Value::as_str).is_some() => {
+                    self.entries.push(Entry {
+                        full_url: None,
+                        resource: v,
+                        bundle_time: None,
+                    });
+                    continue;
+                }
+                Ok(_) => err("not a FHIR resource (no resourceType)".to_owned()),
+                Err(e) => err(e.to_string()),
+            };
+            self.summary.unreadable_lines += 1;
+            self.summary.errors.push(unreadable);
         }
     }
 
@@ -354,7 +410,19 @@ impl Mapper {
                     counts.events += list.len();
                     for ev in list {
                         *summary.by_event.entry(ev.payload.kind()).or_default() += 1;
-                        summary.unpriced_charge_lines += usize::from(ev.unpriced);
+                        if let Some(price) = ev.price {
+                            let source = match price {
+                                Ok(source) => source,
+                                Err(reason) => {
+                                    summary.unpriced_charge_lines.push(UnpricedCharge {
+                                        charge_id: format!("{name}{}", ev.suffix),
+                                        reason,
+                                    });
+                                    "unpriced"
+                                }
+                            };
+                            *summary.charge_prices.entry(source).or_default() += 1;
+                        }
                         events.push(ClinicalEvent {
                             event_id: format!("{name}{}", ev.suffix),
                             source_system: opts.source_system.clone(),
@@ -382,7 +450,8 @@ struct Event {
     payload: Payload,
     at: Timestamp,
     patient: Option<pb::PatientRef>,
-    unpriced: bool,
+    /// For a charge line: where its price came from, or why it has none.
+    price: Option<Result<&'static str, String>>,
 }
 
 impl Event {
@@ -392,7 +461,7 @@ impl Event {
             payload,
             at,
             patient,
-            unpriced: false,
+            price: None,
         }
     }
 }
@@ -415,6 +484,8 @@ struct Ctx<'a> {
     report_of: HashMap<usize, String>,
     /// Condition entry -> the first `Encounter.diagnosis` that lists it.
     diagnosis_of: HashMap<usize, EncounterDiagnosis<'a>>,
+    /// Claim entry -> the first ExplanationOfBenefit of it.
+    eob_of: HashMap<usize, usize>,
 }
 
 /// What an `Encounter.diagnosis` says about a Condition.
@@ -433,6 +504,7 @@ impl<'a> Ctx<'a> {
             first_encounter: HashMap::new(),
             report_of: HashMap::new(),
             diagnosis_of: HashMap::new(),
+            eob_of: HashMap::new(),
         };
         for (i, e) in entries.iter().enumerate() {
             if let Some(u) = &e.full_url {
@@ -465,6 +537,11 @@ impl<'a> Ctx<'a> {
                                     .unwrap_or(0),
                             });
                         }
+                    }
+                }
+                Some("ExplanationOfBenefit") => {
+                    if let Some(c) = ctx.resolve(r.get("claim"), Some("Claim")) {
+                        ctx.eob_of.entry(c).or_insert(i);
                     }
                 }
                 Some("DiagnosticReport") => {
@@ -563,7 +640,7 @@ impl<'a> Ctx<'a> {
             "MedicationRequest" => self.medication_request(r),
             "MedicationAdministration" => self.medication_administration(r),
             "MedicationDispense" => self.medication_dispense(r),
-            "Claim" | "ExplanationOfBenefit" => self.claim(r, ty),
+            "Claim" | "ExplanationOfBenefit" => self.claim(i, r, ty),
             "Organization" => self.organization(i, r),
             "Coverage" => self.coverage(r),
             "Location" => self.location(i, r),
@@ -919,13 +996,29 @@ impl<'a> Ctx<'a> {
     }
 
     /// Claim and ExplanationOfBenefit: one ChargeLine per item. An EOB whose Claim is in
-    /// the input is skipped (its lines would count the same charges twice).
-    fn claim(&self, r: &Value, ty: &str) -> Res<Outcome> {
+    /// the input is skipped (its lines would count the same charges twice); it prices
+    /// the Claim's lines instead.
+    ///
+    /// A line's price, first that applies: its own `unitPrice` (or `net` over its
+    /// quantity); the same item (by `sequence`) of the Claim's ExplanationOfBenefit, its
+    /// "submitted" adjudication or `net`; the remainder of the Claim total (else the
+    /// EOB's "submitted" total) once the lines priced so far are taken off, given to the
+    /// one unpriced line that is not a diagnosis line (a `diagnosisSequence`): the
+    /// encounter line of a Synthea claim, or the only line of a pharmacy claim. The
+    /// diagnosis lines beside it stay at 0 ([`PRICE_NONE`]). Lines that none of this
+    /// prices (no total, several candidate lines, priced lines above the total, another
+    /// currency) are emitted at 0 and listed in [`Summary::unpriced_charge_lines`].
+    fn claim(&self, i: usize, r: &Value, ty: &str) -> Res<Outcome> {
         if ty == "ExplanationOfBenefit" && self.resolve(r.get("claim"), Some("Claim")).is_some() {
             return Ok(Outcome::Skipped(
                 "ExplanationOfBenefit of a Claim in the input".to_owned(),
             ));
         }
+        // The adjudication of the lines: the Claim's EOB, or the EOB itself.
+        let eob = match ty {
+            "Claim" => self.eob_of.get(&i).map(|e| self.resource(*e)),
+            _ => Some(r),
+        };
         let patient = self.patient(r, "patient")?;
         let claim_time = match time_field(r, &["billablePeriod", "start"], "billablePeriod.start")? {
             Some(t) => Some(t),
@@ -946,13 +1039,10 @@ impl<'a> Ctx<'a> {
             })
             .or_else(|| self.code_of(r.get("insurer")))
             .unwrap_or_default();
-        let claim_currency = str_at(r, &["total", "currency"]).or_else(|| {
-            array(r, "total")
-                .next()
-                .and_then(|t| str_at(t, &["amount", "currency"]))
-        });
+        let total = claim_total(r).or_else(|| eob.and_then(claim_total));
+        let claim_currency = total.and_then(|(_, c)| c);
         let claim_encounter = array(r, "item").find_map(|it| array(it, "encounter").next());
-        let mut events = Vec::new();
+        let mut lines = Vec::new();
         for (n, item) in array(r, "item").enumerate() {
             let seq = item.get("sequence").and_then(Value::as_u64).map_or(n as u64 + 1, |s| s);
             let at = match time_field(item, &["servicedDate"], "item.servicedDate")? {
@@ -966,41 +1056,68 @@ impl<'a> Ctx<'a> {
             let quantity = str_path(item, &["quantity", "value"])
                 .and_then(Value::as_f64)
                 .unwrap_or(1.0);
-            let unit_price = str_path(item, &["unitPrice", "value"])
+            let own = str_path(item, &["unitPrice", "value"])
                 .and_then(Value::as_f64)
+                .map(|p| (p, str_at(item, &["unitPrice", "currency"])))
                 .or_else(|| {
                     let net = str_path(item, &["net", "value"]).and_then(Value::as_f64)?;
-                    (quantity != 0.0).then(|| net / quantity)
+                    (quantity != 0.0).then(|| (net / quantity, str_at(item, &["net", "currency"])))
                 });
-            let currency = str_at(item, &["unitPrice", "currency"])
-                .or_else(|| str_at(item, &["net", "currency"]))
-                .or(claim_currency)
-                .unwrap_or_default();
+            let adjudicated = || {
+                let (amount, currency) = eob_line_amount(eob?, seq)?;
+                (quantity != 0.0).then(|| (amount / quantity, currency))
+            };
+            let (unit_price, price) = match own {
+                Some(p) => (Some(p), Ok(PRICE_OWN)),
+                None => match adjudicated() {
+                    Some(p) => (Some(p), Ok(PRICE_EOB)),
+                    None => (None, Err(String::new())),
+                },
+            };
+            let currency = unit_price.and_then(|(_, c)| c).or(claim_currency).unwrap_or_default();
             let encounter = array(item, "encounter").next().or(claim_encounter);
-            let mut e = Event::new(
-                Payload::ChargeLine(pb::ChargeLine {
-                    charge_id: format!("{ty}/{}#item{seq}", str_at(r, &["id"]).unwrap_or_default()),
-                    encounter_id: self.encounter_id(encounter),
-                    code: code.to_owned(),
-                    description: concept
-                        .and_then(|c| str_at(c, &["text"]).or_else(|| display(Some(c))))
-                        .unwrap_or_default()
-                        .to_owned(),
-                    quantity,
-                    unit_price_minor: unit_price.map_or(0, |p| minor_units(p, currency)),
-                    currency: currency.to_owned(),
-                    payer_code: payer_code.clone(),
-                }),
+            lines.push(ClaimLine {
+                seq,
                 at,
-                Some(patient.clone()),
-            );
-            e.suffix = format!("#item{seq}");
-            e.unpriced = unit_price.is_none();
-            events.push(e);
+                code,
+                description: concept
+                    .and_then(|c| str_at(c, &["text"]).or_else(|| display(Some(c))))
+                    .unwrap_or_default(),
+                quantity,
+                unit_price_minor: unit_price.map(|(p, _)| minor_units(p, currency)),
+                currency,
+                encounter_id: self.encounter_id(encounter),
+                diagnosis_line: array(item, "diagnosisSequence").next().is_some(),
+                price,
+            });
         }
-        if events.is_empty() {
+        if lines.is_empty() {
             return Ok(Outcome::Skipped(format!("{ty} without items")));
         }
+        price_from_total(&mut lines, total);
+        let id = str_at(r, &["id"]).unwrap_or_default();
+        let events = lines
+            .into_iter()
+            .map(|l| {
+                let mut e = Event::new(
+                    Payload::ChargeLine(pb::ChargeLine {
+                        charge_id: format!("{ty}/{id}#item{}", l.seq),
+                        encounter_id: l.encounter_id,
+                        code: l.code.to_owned(),
+                        description: l.description.to_owned(),
+                        quantity: l.quantity,
+                        unit_price_minor: l.unit_price_minor.unwrap_or(0),
+                        currency: l.currency.to_owned(),
+                        payer_code: payer_code.clone(),
+                    }),
+                    l.at,
+                    Some(patient.clone()),
+                );
+                e.suffix = format!("#item{}", l.seq);
+                e.price = Some(l.price);
+                e
+            })
+            .collect();
         Ok(Outcome::Events(events))
     }
 
@@ -1244,6 +1361,115 @@ fn disposition(code: Option<&str>) -> DischargeDisposition {
 }
 
 /// ISO 4217 minor-unit exponent (2 unless listed).
+/// A Claim item on its way to a `ChargeLine`.
+struct ClaimLine<'v> {
+    seq: u64,
+    at: Timestamp,
+    code: &'v str,
+    description: &'v str,
+    quantity: f64,
+    /// `None` until a rule prices it.
+    unit_price_minor: Option<i64>,
+    currency: &'v str,
+    encounter_id: String,
+    /// The line names a diagnosis (`diagnosisSequence`).
+    diagnosis_line: bool,
+    /// Where the price came from, or (once every rule has been tried) why there is none.
+    price: Result<&'static str, String>,
+}
+
+/// `Claim.total` (Money), or the "submitted" (else the first) `ExplanationOfBenefit.total`,
+/// as (value, currency).
+fn claim_total(r: &Value) -> Option<(f64, Option<&str>)> {
+    if let Some(v) = str_path(r, &["total", "value"]).and_then(Value::as_f64) {
+        return Some((v, str_at(r, &["total", "currency"])));
+    }
+    let totals: Vec<&Value> = array(r, "total").collect();
+    let t = totals
+        .iter()
+        .find(|t| code_prefer(t.get("category"), "") == Some("submitted"))
+        .or(totals.first())?;
+    let v = str_path(t, &["amount", "value"]).and_then(Value::as_f64)?;
+    Some((v, str_at(t, &["amount", "currency"])))
+}
+
+/// The amount of item `seq` of an ExplanationOfBenefit: its "submitted" adjudication,
+/// else its `net`, as (value, currency).
+fn eob_line_amount(eob: &Value, seq: u64) -> Option<(f64, Option<&str>)> {
+    let item = array(eob, "item").find(|it| it.get("sequence").and_then(Value::as_u64) == Some(seq))?;
+    array(item, "adjudication")
+        .find(|a| code_prefer(a.get("category"), "") == Some("submitted"))
+        .and_then(|a| {
+            let v = str_path(a, &["amount", "value"]).and_then(Value::as_f64)?;
+            Some((v, str_at(a, &["amount", "currency"])))
+        })
+        .or_else(|| {
+            let v = str_path(item, &["net", "value"]).and_then(Value::as_f64)?;
+            Some((v, str_at(item, &["net", "currency"])))
+        })
+}
+
+/// Prices the lines still unpriced from the claim total (see `Ctx::claim`), and gives
+/// every line left unpriced its reason.
+fn price_from_total(lines: &mut [ClaimLine<'_>], total: Option<(f64, Option<&str>)>) {
+    let unpriced = |l: &ClaimLine<'_>| l.unit_price_minor.is_none();
+    if !lines.iter().any(unpriced) {
+        return;
+    }
+    let why = (|| -> Result<(usize, i64), String> {
+        let (value, currency) = total.ok_or("no price on the line, its ExplanationOfBenefit or a Claim total")?;
+        let currency = currency.unwrap_or_default();
+        if let Some(other) = lines
+            .iter()
+            .find(|l| !l.currency.is_empty() && !currency.is_empty() && l.currency != currency)
+        {
+            return Err(format!(
+                "the Claim total is in {currency}, line {} in {}",
+                other.seq, other.currency
+            ));
+        }
+        let priced: f64 = lines
+            .iter()
+            .filter_map(|l| l.unit_price_minor.map(|p| p as f64 * l.quantity))
+            .sum();
+        let remainder = minor_units(value, currency) - priced.round() as i64;
+        if remainder < 0 {
+            return Err(format!("the priced lines exceed the Claim total {value} {currency}"));
+        }
+        let candidates: Vec<usize> = (0..lines.len())
+            .filter(|&i| unpriced(&lines[i]) && !lines[i].diagnosis_line)
+            .collect();
+        let candidates = if candidates.is_empty() {
+            (0..lines.len()).filter(|&i| unpriced(&lines[i])).collect()
+        } else {
+            candidates
+        };
+        match candidates[..] {
+            [one] if lines[one].quantity > 0.0 => Ok((one, remainder)),
+            [_] => Err("the one unpriced line has no quantity to divide the remainder by".to_owned()),
+            _ => Err(format!(
+                "{} unpriced lines share the Claim total's remainder: no rule splits it",
+                candidates.len()
+            )),
+        }
+    })();
+    match why {
+        Ok((line, remainder)) => {
+            let l = &mut lines[line];
+            l.unit_price_minor = Some((remainder as f64 / l.quantity).round() as i64);
+            l.price = Ok(PRICE_REMAINDER);
+            for l in lines.iter_mut().filter(|l| l.unit_price_minor.is_none()) {
+                l.price = Ok(PRICE_NONE);
+            }
+        }
+        Err(reason) => {
+            for l in lines.iter_mut().filter(|l| l.unit_price_minor.is_none()) {
+                l.price = Err(reason.clone());
+            }
+        }
+    }
+}
+
 fn minor_units(value: f64, currency: &str) -> i64 {
     let exp = match currency {
         "JPY" | "KRW" | "ISK" | "CLP" | "VND" | "XAF" | "XOF" | "UGX" | "PYG" | "RWF" => 0,
@@ -1710,8 +1936,125 @@ mod tests {
         );
         assert_eq!((lines[2].unit_price_minor, lines[2].currency.as_str()), (1000, "JPY"));
         assert_eq!(m.events[2].event_id, "Claim/c1#item2");
-        assert_eq!(m.summary.unpriced_charge_lines, 1);
+        // The total is in USD and a line in JPY: no remainder to give line 1.
+        assert_eq!(
+            m.summary.unpriced_charge_lines,
+            [UnpricedCharge {
+                charge_id: "Claim/c1#item1".to_owned(),
+                reason: "the Claim total is in USD, line 3 in JPY".to_owned()
+            }]
+        );
         assert_eq!(m.summary.of("ExplanationOfBenefit").skipped_total(), 1);
+    }
+
+    /// Unpriced Claim lines are priced from the EOB's item, else from the Claim total
+    /// less the priced lines; what stays unpriced is listed with its reason.
+    #[test]
+    fn unpriced_claim_lines_take_their_price_from_the_eob_or_the_total() {
+        let item = |seq: u64, extra: Value| {
+            let mut it = json!({"sequence": seq, "productOrService": {"coding": [{"code": format!("P{seq}")}]}});
+            for (k, v) in extra.as_object().unwrap() {
+                it[k] = v.clone();
+            }
+            it
+        };
+        let claim = |id: &str, total: Option<f64>, items: Vec<Value>| {
+            let mut c = json!({"resourceType": "Claim", "id": id, "patient": {"reference": "urn:uuid:p1"},
+                               "billablePeriod": {"start": "2024-01-01T00:00:00Z"}, "item": items});
+            if let Some(t) = total {
+                c["total"] = json!({"value": t, "currency": "USD"});
+            }
+            c
+        };
+        let usd = |v: f64| json!({"value": v, "currency": "USD"});
+        let m = run(vec![
+            patient(),
+            // Pharmacy: one line, no price: the total.
+            claim("pharmacy", Some(255.0), vec![item(1, json!({}))]),
+            // Institutional: encounter line + diagnosis line + a priced procedure.
+            claim(
+                "inst",
+                Some(125.5),
+                vec![
+                    item(1, json!({})),
+                    item(2, json!({"diagnosisSequence": [1]})),
+                    item(3, json!({"net": usd(40.25)})),
+                ],
+            ),
+            // No total on the Claim: its EOB prices line 1 by item and gives the total.
+            claim("eobpriced", None, vec![item(1, json!({})), item(2, json!({}))]),
+            json!({"resourceType": "ExplanationOfBenefit", "id": "eob1", "claim": {"reference": "Claim/eobpriced"},
+                   "item": [{"sequence": 1, "adjudication": [{"category": {"coding": [{"code": "submitted"}]}, "amount": usd(30.0)}]}],
+                   "total": [{"category": {"coding": [{"code": "submitted"}]}, "amount": usd(50.0)}]}),
+            // Two lines to share a remainder, and lines above the total, and no total.
+            claim("two", Some(10.0), vec![item(1, json!({})), item(2, json!({}))]),
+            claim(
+                "over",
+                Some(10.0),
+                vec![item(1, json!({})), item(2, json!({"net": usd(20.0)}))],
+            ),
+            claim("none", None, vec![item(1, json!({}))]),
+        ]);
+        assert!(m.summary.errors.is_empty(), "{:?}", m.summary.errors);
+        let price = |id: &str| {
+            m.events
+                .iter()
+                .find_map(|e| match &e.payload {
+                    Some(Payload::ChargeLine(c)) if c.charge_id == id => Some(c.unit_price_minor),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(price("Claim/pharmacy#item1"), 25_500);
+        assert_eq!(
+            (
+                price("Claim/inst#item1"),
+                price("Claim/inst#item2"),
+                price("Claim/inst#item3")
+            ),
+            (8_525, 0, 4_025)
+        );
+        assert_eq!(
+            (price("Claim/eobpriced#item1"), price("Claim/eobpriced#item2")),
+            (3_000, 2_000)
+        );
+        let unpriced: Vec<(&str, &str)> = m
+            .summary
+            .unpriced_charge_lines
+            .iter()
+            .map(|u| (u.charge_id.as_str(), u.reason.as_str()))
+            .collect();
+        assert_eq!(
+            unpriced,
+            [
+                (
+                    "Claim/two#item1",
+                    "2 unpriced lines share the Claim total's remainder: no rule splits it"
+                ),
+                (
+                    "Claim/two#item2",
+                    "2 unpriced lines share the Claim total's remainder: no rule splits it"
+                ),
+                ("Claim/over#item1", "the priced lines exceed the Claim total 10 USD"),
+                (
+                    "Claim/none#item1",
+                    "no price on the line, its ExplanationOfBenefit or a Claim total"
+                ),
+            ]
+        );
+        assert_eq!(
+            m.summary.charge_prices,
+            BTreeMap::from([
+                (PRICE_OWN, 2),
+                (PRICE_EOB, 1),
+                (PRICE_REMAINDER, 3),
+                (PRICE_NONE, 1),
+                ("unpriced", 4)
+            ])
+        );
+        let b = m.summary.balance();
+        assert!(b.balances(), "{b}");
+        assert_eq!((b.read, b.mapped, b.skipped_total()), (8, 7, 1));
     }
 
     #[test]

@@ -7,12 +7,15 @@
 //! Parsers never panic on input; every failure is a typed error that says where in the
 //! input it happened.
 //!
+//! - [`balance`]: where every input record went (mapped, not mapped, skipped,
+//!   superseded), the same for every source.
 //! - [`hl7v2`]: HL7 v2.x messages (2.3 to 2.8), batch and file envelopes, mapping, ACKs.
 //! - [`fhir`]: FHIR R4 bundles and bulk-export NDJSON, references resolved across files.
 //! - [`synthea`]: a Synthea CSV export, read by header name.
 //! - [`mimic`]: the MIMIC-III (demo) tables, ITEMIDs mapped to LOINC, each patient's
 //!   dates shifted back by whole weeks so that they lie in the past.
 
+pub mod balance;
 pub mod fhir;
 pub mod fuzzing;
 pub mod hl7v2;

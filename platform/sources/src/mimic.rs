@@ -53,18 +53,28 @@
 //!   a HADM_ID that is not an admission of the same SUBJECT_ID in ADMISSIONS.csv (with
 //!   a readable DISCHTIME), is a bad row.
 //! - PRESCRIPTIONS -> `MedicationOrder` at STARTDATE (`ends_at` ENDDATE); drug code NDC,
-//!   or FORMULARY_DRUG_CD when NDC is 0 or empty; dose DOSE_VAL_RX when numeric, else 0.
+//!   or FORMULARY_DRUG_CD when NDC is 0 or empty, or when both are empty a local code of
+//!   the normalised DRUG name (code system [`DRUG_NAME`], see [`drug_name_code`]); never
+//!   an empty code (a row with no name either is a bad row); dose DOSE_VAL_RX when
+//!   numeric, else 0.
 //! - PRESCRIPTIONS is also the drug catalogue: before the orders, one
 //!   `ReferenceData::Drug` per distinct drug code the orders use, in order of first use:
-//!   code system [`NDC`] or [`FORMULARY`] (as the order's code was chosen), name DRUG,
+//!   code system [`NDC`], [`FORMULARY`] or [`DRUG_NAME`] (as the order's code was chosen), name DRUG,
 //!   strength PROD_STRENGTH, form FORM_UNIT_DISP, no class. Rows of one code spell it
 //!   differently (DRUG "Metoprolol" and "Metoprolol Tartrate" for one NDC): the most
 //!   frequent (DRUG, PROD_STRENGTH, FORM_UNIT_DISP) wins, ties to the first written.
 //!   Timed at [`Options::reference_data_at`] (default the Unix epoch), so the warehouse
 //!   names the drugs instead of inferring placeholders from the orders.
 //! - CHARTEVENTS_VITALS.csv.gz -> one `VitalSigns` per (SUBJECT_ID, HADM_ID, CHARTTIME),
-//!   ITEMIDs mapped by [`vital_item`]; rows with ERROR=1, an empty VALUENUM or another
-//!   ITEMID are skipped and counted; the first value of a code in a set wins.
+//!   ITEMIDs mapped by [`chart_item`]: heart and respiratory rate, SpO2, systolic and
+//!   diastolic BP, temperature as observations; GCS (the total, else the three
+//!   components summed) as `consciousness` by [`consciousness_from_gcs`]; oxygen
+//!   device, FiO2 and O2 flow as `supplemental_oxygen` (see `ChartSet::finish`). When
+//!   two ITEMIDs give one LOINC at the same time, the rank of [`chart_item`] picks one
+//!   (the cuff BP over the arterial line) and the other row is superseded, counted by
+//!   reason. Rows with ERROR=1, another ITEMID, an empty value or a value off its scale,
+//!   and GCS components without the other two, are skipped and counted by reason. Every
+//!   row is in [`Summary::balance`].
 //! - Event ids: `mimic/patients/<ROW_ID>`, `mimic/admissions/<ROW_ID>/admission` and
 //!   `/discharge`, `mimic/transfers/<ROW_ID>`, `mimic/diagnoses_icd/<ROW_ID>`,
 //!   `mimic/procedures_icd/<ROW_ID>`, `mimic/drugs/<code system>/<code>`,
@@ -77,13 +87,14 @@ use std::path::{Path, PathBuf};
 
 use hospital_proto::events::{
     self as pb, clinical_event::Payload, reference_data::Item, AdministrativeSex, AdmissionType, ClinicalEvent,
-    CodeSystem, DiagnosisRole, DischargeDisposition, EncounterClass,
+    CodeSystem, Consciousness, DiagnosisRole, DischargeDisposition, EncounterClass,
 };
 use prost_types::Timestamp;
 use time::macros::{date, datetime, format_description};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
-use crate::table::{self, Columns, Row};
+use crate::balance::Balance;
+use crate::table::{self, Columns, Row, TableError};
 
 /// The tables that are read, in the order [`Export::read_all`] emits their events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,7 +173,15 @@ impl MimicFile {
                 "PROD_STRENGTH",
                 "FORM_UNIT_DISP",
             ],
-            Self::ChartEventsVitals => &["SUBJECT_ID", "HADM_ID", "ITEMID", "CHARTTIME", "VALUENUM", "ERROR"],
+            Self::ChartEventsVitals => &[
+                "SUBJECT_ID",
+                "HADM_ID",
+                "ITEMID",
+                "CHARTTIME",
+                "VALUE",
+                "VALUENUM",
+                "ERROR",
+            ],
         }
     }
 }
@@ -200,17 +219,102 @@ impl Default for Options {
 /// Why a file or a row could not be mapped (the same errors as the Synthea export's).
 pub type MimicError = crate::table::TableError;
 
-/// A vital-sign ITEMID -> (LOINC, UCUM unit); `None` for items not mapped.
-pub fn vital_item(item_id: &str) -> Option<(&'static str, &'static str)> {
+/// What a CHARTEVENTS ITEMID feeds in a vital-sign set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChartItem {
+    /// A numeric observation: LOINC, UCUM unit, and the ITEMID's rank among those of
+    /// the same LOINC (0 preferred; see [`chart_item`]).
+    Vital {
+        loinc: &'static str,
+        unit: &'static str,
+        rank: u8,
+    },
+    /// GCS total, 3-15 (CareVue 198).
+    GcsTotal,
+    /// A GCS component (MetaVision): eye opening 1-4, verbal response 1-5, motor
+    /// response 1-6.
+    GcsEye,
+    GcsVerbal,
+    GcsMotor,
+    /// Oxygen delivery device, a text VALUE (CareVue 467, MetaVision 226732).
+    O2Device,
+    /// Inspired oxygen fraction, as a fraction (0.21-1) or a percentage (21-100).
+    FiO2,
+    /// Oxygen flow, L/min.
+    O2Flow,
+}
+
+/// ITEMID -> what it feeds; `None` for items not mapped. Where several ITEMIDs give one
+/// LOINC, their rank decides which one a set keeps when more than one is charted at the
+/// same time (the others are superseded, counted by reason):
+/// - Blood pressure, systolic 8480-6 and diastolic 8462-4: manual cuff (442/8440), then
+///   the automated cuff (NBP 455/8441, 220179/220180), then the arterial line (51/8368,
+///   220050/220051), then a second arterial line (6701/8555). The cuff is preferred:
+///   NEWS2's bands were set and validated on cuff readings taken at the bedside round
+///   (RCP 2017), which is what a charted cuff reading is, while an arterial trace reads
+///   systolic higher than the cuff and carries line artefacts (damping, flushes). The
+///   arterial reading is kept whenever no cuff reading was charted at that time. Both
+///   components rank the devices alike, so a set's systolic and diastolic come from the
+///   same device whenever it charted both.
+/// - Respiratory rate 9279-1: the rate charted by the nurse (618, 220210) before the
+///   ventilator's total (615, 224690).
+/// - Temperature 8310-5: Fahrenheit (678, 223761), as US nurses chart it, before Celsius
+///   (676, 223762).
+pub fn chart_item(item_id: &str) -> Option<ChartItem> {
+    let vital = |loinc, unit, rank| ChartItem::Vital { loinc, unit, rank };
+    const SBP: &str = "8480-6";
+    const DBP: &str = "8462-4";
+    const MMHG: &str = "mm[Hg]";
     Some(match item_id {
-        "211" | "220045" => ("8867-4", "/min"),
-        "618" | "615" | "220210" | "224690" => ("9279-1", "/min"),
-        "646" | "220277" => ("59408-5", "%"),
-        "51" | "455" | "220179" | "220050" => ("8480-6", "mm[Hg]"),
-        "678" | "223761" => ("8310-5", "[degF]"),
-        "676" | "223762" => ("8310-5", "Cel"),
+        "211" | "220045" => vital("8867-4", "/min", 0),
+        "618" | "220210" => vital("9279-1", "/min", 0),
+        "615" | "224690" => vital("9279-1", "/min", 1),
+        "646" | "220277" => vital("59408-5", "%", 0),
+        "442" => vital(SBP, MMHG, 0),
+        "455" | "220179" => vital(SBP, MMHG, 1),
+        "51" | "220050" => vital(SBP, MMHG, 2),
+        "6701" => vital(SBP, MMHG, 3),
+        "8440" => vital(DBP, MMHG, 0),
+        "8441" | "220180" => vital(DBP, MMHG, 1),
+        "8368" | "220051" => vital(DBP, MMHG, 2),
+        "8555" => vital(DBP, MMHG, 3),
+        "678" | "223761" => vital("8310-5", "[degF]", 0),
+        "676" | "223762" => vital("8310-5", "Cel", 1),
+        "198" => ChartItem::GcsTotal,
+        "220739" => ChartItem::GcsEye,
+        "223900" => ChartItem::GcsVerbal,
+        "223901" => ChartItem::GcsMotor,
+        "467" | "226732" => ChartItem::O2Device,
+        "190" | "3420" | "223835" => ChartItem::FiO2,
+        "470" | "471" | "223834" => ChartItem::O2Flow,
         _ => return None,
     })
+}
+
+/// GCS total (3-15) -> ACVPU, by the GCS that Kelly, Upex and Bateman found for each
+/// AVPU level (Ann Emerg Med 2004;44:108-113, "Comparison of consciousness level
+/// assessment in the poisoned patient using the alert/verbal/painful/unresponsive scale
+/// and the Glasgow Coma Scale": median GCS A 15, V 13, P 8, U 3): each total goes to the
+/// level whose median is nearest, and 14, as near to A as to V, is not alert. So 15 ->
+/// Alert, 11-14 -> Voice, 6-10 -> Pain, 3-5 -> Unresponsive. New confusion (C) is never
+/// inferred: a single GCS cannot say that confusion is new. (For NEWS2 only Alert or not
+/// matters: any other level scores 3.) `None` outside 3-15.
+pub fn consciousness_from_gcs(total: u32) -> Option<Consciousness> {
+    Some(match total {
+        15 => Consciousness::Alert,
+        11..=14 => Consciousness::Voice,
+        6..=10 => Consciousness::Pain,
+        3..=5 => Consciousness::Unresponsive,
+        _ => return None,
+    })
+}
+
+/// An oxygen delivery device (CHARTEVENTS VALUE) -> on supplemental oxygen: "None" and
+/// room air are not, every other device is (nasal cannula, masks, endotracheal and
+/// tracheostomy tubes, "Other").
+pub fn device_gives_oxygen(device: &str) -> bool {
+    let d = device.trim().to_ascii_lowercase();
+    !matches!(d.as_str(), "none" | "room air" | "ra")
 }
 
 /// Whole weeks to move a timeline back so that `latest` lands on or before `anchor`.
@@ -298,14 +402,16 @@ pub struct Export {
 /// What [`Export::read_all`] did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
-    /// Data rows read per file.
-    pub rows: BTreeMap<MimicFile, u64>,
-    /// Events made per file.
+    /// Where every data row of each file went: `read` (malformed CSV records included)
+    /// = mapped + not mapped (each one of [`Summary::errors`]) + skipped + superseded,
+    /// each of the last two by reason. Skipped: admit/discharge TRANSFERS rows,
+    /// DIAGNOSES_ICD and PROCEDURES_ICD rows with an empty ICD9_CODE, chart rows with
+    /// ERROR=1, an unmapped ITEMID, an empty value, a value out of its scale, or a GCS
+    /// component without the other two. Superseded: chart rows of a code already given
+    /// at the same time by a preferred ITEMID (see [`chart_item`]).
+    pub balance: BTreeMap<MimicFile, Balance>,
+    /// Events made per file (PRESCRIPTIONS' include its drug catalogue).
     pub events: BTreeMap<MimicFile, u64>,
-    /// Rows deliberately not mapped: admit/discharge TRANSFERS rows, DIAGNOSES_ICD and
-    /// PROCEDURES_ICD rows with an empty ICD9_CODE, chart rows with ERROR=1, an empty
-    /// VALUENUM or an unmapped ITEMID.
-    pub skipped: BTreeMap<MimicFile, u64>,
     /// Patients whose shifted DOB fell before 1900 (birth date left out).
     pub birth_dates_omitted: u64,
     /// The code dictionaries found (D_ICD_DIAGNOSES.csv, D_ICD_PROCEDURES.csv) with
@@ -315,6 +421,40 @@ pub struct Summary {
     pub shift_weeks: BTreeMap<String, i64>,
     /// Rows that could not be mapped, in file then line order.
     pub errors: Vec<MimicError>,
+}
+
+impl Summary {
+    /// The balance of one file (empty when it was not read).
+    pub fn of(&self, file: MimicFile) -> Balance {
+        self.balance.get(&file).cloned().unwrap_or_default()
+    }
+
+    /// Every file's balance added up, reasons prefixed with their file name.
+    pub fn total(&self) -> Balance {
+        let mut total = Balance::default();
+        for (file, b) in &self.balance {
+            total.read += b.read;
+            total.mapped += b.mapped;
+            total.not_mapped += b.not_mapped;
+            for (reason, n) in &b.skipped {
+                total.skip(format!("{}: {reason}", file.file_name()), *n);
+            }
+            for (reason, n) in &b.superseded {
+                total.supersede(format!("{}: {reason}", file.file_name()), *n);
+            }
+        }
+        total
+    }
+
+    fn file(&mut self, file: MimicFile) -> &mut Balance {
+        self.balance.entry(file).or_default()
+    }
+
+    /// A row of `file` that could not be mapped.
+    fn error(&mut self, file: MimicFile, e: MimicError) {
+        self.file(file).not_mapped += 1;
+        self.errors.push(e);
+    }
 }
 
 struct Ctx<'o> {
@@ -416,8 +556,12 @@ impl Export {
         let mut csv_errors = Vec::new();
         let mut tables = Vec::new();
         for file in MimicFile::ALL {
+            let before = csv_errors.len();
             let t = self.load(file, &mut csv_errors)?;
-            summary.rows.insert(file, t.rows.len() as u64);
+            let malformed = (csv_errors.len() - before) as u64;
+            let b = summary.file(file);
+            b.read = t.rows.len() as u64 + malformed;
+            b.not_mapped = malformed;
             tables.push(t);
         }
         summary.errors.extend(csv_errors);
@@ -486,29 +630,44 @@ impl Export {
             opts: &self.options,
             shifts,
         };
-        let mut emit =
-            |file: MimicFile, summary: &mut Summary, result: Result<Vec<ClinicalEvent>, MimicError>| match result {
-                Ok(events) => {
-                    *summary.events.entry(file).or_default() += events.len() as u64;
-                    events.into_iter().for_each(&mut sink);
-                }
-                Err(e) => summary.errors.push(e),
-            };
+        // The events of `rows` rows of `file` (or their error: the rows are not mapped).
+        let mut emit = |file: MimicFile,
+                        rows: u64,
+                        summary: &mut Summary,
+                        result: Result<Vec<ClinicalEvent>, MimicError>| match result {
+            Ok(events) => {
+                summary.file(file).mapped += rows;
+                *summary.events.entry(file).or_default() += events.len() as u64;
+                events.into_iter().for_each(&mut sink);
+            }
+            Err(e) => {
+                summary.file(file).not_mapped += rows;
+                summary.errors.push(e);
+            }
+        };
 
         for row in &patients {
             let r = patient(&ctx, row, &first_admit, &mut summary.birth_dates_omitted);
-            emit(MimicFile::Patients, &mut summary, r.map(|e| vec![e]));
+            emit(MimicFile::Patients, 1, &mut summary, r.map(|e| vec![e]));
         }
         for row in &admissions {
             let first = row.opt("HADM_ID").and_then(|h| first_transfer.get(h));
-            emit(MimicFile::Admissions, &mut summary, admission(&ctx, row, first));
+            emit(MimicFile::Admissions, 1, &mut summary, admission(&ctx, row, first));
         }
         for row in &transfers {
             if !row.opt("EVENTTYPE").is_some_and(|t| t.eq_ignore_ascii_case("transfer")) {
-                *summary.skipped.entry(MimicFile::Transfers).or_default() += 1;
+                summary.file(MimicFile::Transfers).skip(
+                    "EVENTTYPE admit or discharge: the Admission and Discharge events themselves",
+                    1,
+                );
                 continue;
             }
-            emit(MimicFile::Transfers, &mut summary, transfer(&ctx, row).map(|e| vec![e]));
+            emit(
+                MimicFile::Transfers,
+                1,
+                &mut summary,
+                transfer(&ctx, row).map(|e| vec![e]),
+            );
         }
         let coded: [(MimicFile, &[Row<'_>], &Names, CodedMap); 2] = [
             (MimicFile::DiagnosesIcd, &diagnoses, &diagnosis_names, diagnosis),
@@ -517,55 +676,55 @@ impl Export {
         for (file, rows, names, map) in coded {
             for row in rows {
                 match map(&ctx, row, &stays, names) {
-                    Ok(None) => *summary.skipped.entry(file).or_default() += 1,
-                    r => emit(file, &mut summary, r.map(|e| e.into_iter().collect())),
+                    Ok(None) => summary.file(file).skip("ICD9_CODE empty: codes nothing", 1),
+                    r => emit(file, 1, &mut summary, r.map(|e| e.into_iter().collect())),
                 }
             }
         }
+        // The catalogue is made from the rows, not one per row: no row count of its own.
         for drug in drugs(&prescriptions, &self.options) {
-            emit(MimicFile::Prescriptions, &mut summary, Ok(vec![drug]));
+            emit(MimicFile::Prescriptions, 0, &mut summary, Ok(vec![drug]));
         }
         for row in &prescriptions {
             emit(
                 MimicFile::Prescriptions,
+                1,
                 &mut summary,
                 prescription(&ctx, row).map(|e| vec![e]),
             );
         }
-        // Vital sets keyed by raw (SUBJECT_ID, HADM_ID, CHARTTIME), first row of each kept for the envelope.
-        let mut sets: BTreeMap<(&str, &str, &str), VitalSet<'_>> = BTreeMap::new();
+        // Chart sets keyed by raw (SUBJECT_ID, HADM_ID, CHARTTIME), first row of each kept
+        // for the envelope.
+        let chart = MimicFile::ChartEventsVitals;
+        let mut sets: BTreeMap<(&str, &str, &str), ChartSet<'_>> = BTreeMap::new();
         for row in &vitals {
-            match vital_row(row) {
-                Ok(None) => *summary.skipped.entry(MimicFile::ChartEventsVitals).or_default() += 1,
-                Ok(Some((t, obs))) => {
+            match chart_row(row) {
+                Err(e) => summary.error(chart, e),
+                Ok(Err(reason)) => summary.file(chart).skip(reason, 1),
+                Ok(Ok((t, item, value))) => {
                     let key = (
                         row.opt("SUBJECT_ID").unwrap_or_default(),
                         row.opt("HADM_ID").unwrap_or_default(),
                         row.opt("CHARTTIME").unwrap_or_default(),
                     );
-                    let set = sets.entry(key).or_insert_with(|| (*row, t, Vec::new()));
-                    if !set.2.iter().any(|o| o.loinc_code == obs.loinc_code) {
-                        set.2.push(obs);
+                    let set = sets.entry(key).or_insert_with(|| ChartSet::new(*row, t));
+                    if let Some(reason) = set.add(item, value) {
+                        summary.file(chart).supersede(reason, 1);
                     }
                 }
-                Err(e) => summary.errors.push(e),
             }
         }
-        for ((subject, hadm, time), (row, t, observations)) in sets {
+        for ((subject, hadm, time), set) in sets {
+            let (row, t) = (set.row, set.t);
+            let (vital_signs, used, skipped, superseded) = set.finish(hadm);
+            summary.file(chart).skip(GCS_INCOMPLETE, skipped);
+            summary.file(chart).supersede(GCS_TOTAL_PREFERRED, superseded);
+            let Some(vital_signs) = vital_signs else { continue };
             let id = format!("mimic/chartevents/{subject}/{hadm}/{}", time.replace(' ', "T"));
-            let r = ctx.shifted(&row, t).and_then(|at| {
-                ctx.event(
-                    id,
-                    &row,
-                    at,
-                    Payload::VitalSigns(pb::VitalSigns {
-                        encounter_id: hadm.to_owned(),
-                        observations,
-                        ..Default::default()
-                    }),
-                )
-            });
-            emit(MimicFile::ChartEventsVitals, &mut summary, r.map(|e| vec![e]));
+            let r = ctx
+                .shifted(&row, t)
+                .and_then(|at| ctx.event(id, &row, at, Payload::VitalSigns(vital_signs)));
+            emit(chart, used, &mut summary, r.map(|e| vec![e]));
         }
         summary.errors.sort_by_key(|e| {
             let file = MimicFile::ALL.iter().position(|f| f.file_name() == e.file());
@@ -692,9 +851,6 @@ fn procedure(
     .map(Some)
 }
 
-/// A vital-sign set being built: its first row (for the envelope), raw time, values.
-type VitalSet<'a> = (Row<'a>, OffsetDateTime, Vec<pb::Observation>);
-
 fn rows(t: &Table) -> Vec<Row<'_>> {
     t.rows
         .iter()
@@ -818,7 +974,11 @@ fn prescription(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicErro
         Some(t) => Some(timestamp(ctx.shifted(row, t)?)),
         None => None,
     };
-    let drug_code = drug_code(row).map_or("", |(_, code)| code);
+    let (_, drug_code) = drug_code(row).ok_or_else(|| TableError::MissingValue {
+        file: row.file(),
+        line: row.line(),
+        column: "DRUG",
+    })?;
     let dose_value = row
         .opt("DOSE_VAL_RX")
         .and_then(|v| v.parse::<f64>().ok())
@@ -831,7 +991,7 @@ fn prescription(ctx: &Ctx<'_>, row: &Row<'_>) -> Result<ClinicalEvent, MimicErro
         Payload::MedicationOrder(pb::MedicationOrder {
             order_id: row_id.to_owned(),
             encounter_id: row.opt("HADM_ID").unwrap_or_default().to_owned(),
-            drug_code: drug_code.to_owned(),
+            drug_code,
             drug_name: row.opt("DRUG").unwrap_or_default().to_owned(),
             dose_value,
             dose_unit: row.opt("DOSE_UNIT_RX").unwrap_or_default().to_owned(),
@@ -848,12 +1008,39 @@ pub const NDC: &str = "NDC";
 /// Code system of PRESCRIPTIONS.FORMULARY_DRUG_CD, the hospital's own drug codes.
 pub const FORMULARY: &str = "MIMIC formulary";
 
+/// Code system of the drugs that have neither an NDC nor a FORMULARY_DRUG_CD: a local
+/// code made from the DRUG name by [`drug_name_code`].
+pub const DRUG_NAME: &str = "MIMIC drug name";
+
+/// A local drug code from a DRUG name: lower-case ASCII letters and digits, every run of
+/// other characters one `-`, none at either end ("Tarceva" -> `tarceva`, "Sodium
+/// Chloride 0.9%  Flush" -> `sodium-chloride-0-9-flush`). Empty when the name has no
+/// letter or digit.
+pub fn drug_name_code(name: &str) -> String {
+    let mut code = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            code.push(c.to_ascii_lowercase());
+        } else if !code.is_empty() && !code.ends_with('-') {
+            code.push('-');
+        }
+    }
+    if code.ends_with('-') {
+        code.pop();
+    }
+    code
+}
+
 /// A prescription's (code system, drug code): the NDC, or FORMULARY_DRUG_CD when the
-/// NDC is 0 or empty; `None` when both are missing.
-fn drug_code<'a>(row: &Row<'a>) -> Option<(&'static str, &'a str)> {
+/// NDC is 0 or empty, or the code of the DRUG name when both are missing; `None` (a bad
+/// row) when the name codes nothing either. Never an empty code.
+fn drug_code(row: &Row<'_>) -> Option<(&'static str, String)> {
     match row.opt("NDC").filter(|n| !n.trim_start_matches('0').is_empty()) {
-        Some(ndc) => Some((NDC, ndc)),
-        None => row.opt("FORMULARY_DRUG_CD").map(|cd| (FORMULARY, cd)),
+        Some(ndc) => Some((NDC, ndc.to_owned())),
+        None => match row.opt("FORMULARY_DRUG_CD") {
+            Some(cd) => Some((FORMULARY, cd.to_owned())),
+            None => Some((DRUG_NAME, drug_name_code(row.opt("DRUG")?))).filter(|(_, c)| !c.is_empty()),
+        },
     }
 }
 
@@ -867,8 +1054,8 @@ type Spellings<'a> = Vec<((&'a str, &'a str, &'a str), u32)>;
 fn drugs(prescriptions: &[Row<'_>], opts: &Options) -> Vec<ClinicalEvent> {
     // Per (code system, code) in order of first use: its spellings in order of first
     // use, with their counts.
-    let mut codes: Vec<((&str, &str), Spellings<'_>)> = Vec::new();
-    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut codes: Vec<((&str, String), Spellings<'_>)> = Vec::new();
+    let mut index: HashMap<(&str, String), usize> = HashMap::new();
     for row in prescriptions {
         let (Some(code), Some(name)) = (drug_code(row), row.opt("DRUG")) else {
             continue;
@@ -878,7 +1065,7 @@ fn drugs(prescriptions: &[Row<'_>], opts: &Options) -> Vec<ClinicalEvent> {
             row.opt("PROD_STRENGTH").unwrap_or_default(),
             row.opt("FORM_UNIT_DISP").unwrap_or_default(),
         );
-        let i = *index.entry(code).or_insert_with(|| {
+        let i = *index.entry(code.clone()).or_insert_with(|| {
             codes.push((code, Vec::new()));
             codes.len() - 1
         });
@@ -900,7 +1087,7 @@ fn drugs(prescriptions: &[Row<'_>], opts: &Options) -> Vec<ClinicalEvent> {
                 patient: None,
                 payload: Some(Payload::ReferenceData(pb::ReferenceData {
                     item: Some(Item::Drug(pb::Drug {
-                        code: code.to_owned(),
+                        code,
                         code_system: system.to_owned(),
                         name: name.to_owned(),
                         drug_class: String::new(),
@@ -913,29 +1100,215 @@ fn drugs(prescriptions: &[Row<'_>], opts: &Options) -> Vec<ClinicalEvent> {
         .collect()
 }
 
-/// A chart row -> (raw time, observation); `None` when skipped.
-fn vital_row(row: &Row<'_>) -> Result<Option<(OffsetDateTime, pb::Observation)>, MimicError> {
+/// What one chart row gives its set.
+#[derive(Debug, Clone, Copy)]
+enum ChartValue {
+    /// An observation and its ITEMID's rank.
+    Vital(&'static str, &'static str, f64, u8),
+    GcsTotal(u32),
+    /// A GCS component: 0 eye, 1 verbal, 2 motor.
+    Gcs(usize, u32),
+    /// Whether the row says the patient is on supplemental oxygen.
+    Oxygen(bool),
+}
+
+/// Skip reason of GCS components charted without the other two at the same time.
+const GCS_INCOMPLETE: &str = "GCS component without the other two at the same time (no total to score)";
+/// Supersede reason of GCS components charted with a GCS total at the same time.
+const GCS_TOTAL_PREFERRED: &str = "GCS component superseded by the GCS total charted at the same time";
+
+/// A chart row -> (raw time, ITEMID, value); `Ok(Err(reason))` when skipped.
+fn chart_row<'a>(row: &Row<'a>) -> Result<Result<(OffsetDateTime, &'a str, ChartValue), String>, MimicError> {
     if row.opt("ERROR") == Some("1") {
-        return Ok(None);
+        return Ok(Err("ERROR=1: marked as charted in error".to_owned()));
     }
-    let Some((loinc, unit)) = row.opt("ITEMID").and_then(vital_item) else {
-        return Ok(None);
+    let item_id = row.req("ITEMID")?;
+    let Some(item) = chart_item(item_id) else {
+        return Ok(Err(format!("ITEMID {item_id} is not an item this mapping reads")));
     };
-    let Some(v) = row.opt("VALUENUM") else { return Ok(None) };
-    let value = v
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite())
-        .ok_or_else(|| row.bad("VALUENUM", v, "is not a finite number"))?;
+    row.req("SUBJECT_ID")?;
     let t = row.req_time("CHARTTIME")?;
-    Ok(Some((
-        t,
-        pb::Observation {
-            loinc_code: loinc.to_owned(),
-            value,
-            unit: unit.to_owned(),
-        },
-    )))
+    let value = if item == ChartItem::O2Device {
+        match row.opt("VALUE") {
+            Some(device) => ChartValue::Oxygen(device_gives_oxygen(device)),
+            None => return Ok(Err("oxygen delivery device: VALUE empty".to_owned())),
+        }
+    } else {
+        let Some(v) = row.opt("VALUENUM") else {
+            return Ok(Err("VALUENUM empty".to_owned()));
+        };
+        let n = v
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .ok_or_else(|| row.bad("VALUENUM", v, "is not a finite number"))?;
+        let scale = |max: u32, what: &str| -> Result<u32, String> {
+            let whole = n.round();
+            if whole == n && (1.0..=f64::from(max)).contains(&n) {
+                Ok(whole as u32)
+            } else {
+                Err(format!("{what} outside 1-{max}"))
+            }
+        };
+        let scored = match item {
+            ChartItem::Vital { loinc, unit, rank } => Ok(ChartValue::Vital(loinc, unit, n, rank)),
+            ChartItem::GcsTotal => match scale(15, "GCS total") {
+                Ok(total) if total >= 3 => Ok(ChartValue::GcsTotal(total)),
+                _ => Err("GCS total outside 3-15".to_owned()),
+            },
+            ChartItem::GcsEye => scale(4, "GCS eye opening").map(|s| ChartValue::Gcs(0, s)),
+            ChartItem::GcsVerbal => scale(5, "GCS verbal response").map(|s| ChartValue::Gcs(1, s)),
+            ChartItem::GcsMotor => scale(6, "GCS motor response").map(|s| ChartValue::Gcs(2, s)),
+            ChartItem::FiO2 => {
+                // A fraction (0.21-1) or a percentage; to a percentage at 0.1.
+                let pct = (if n <= 1.0 { n * 100.0 } else { n } * 10.0).round() / 10.0;
+                if (21.0..=100.0).contains(&pct) {
+                    Ok(ChartValue::Oxygen(pct > 21.0))
+                } else {
+                    Err("FiO2 outside 21-100%: not a reading".to_owned())
+                }
+            }
+            ChartItem::O2Flow if n < 0.0 => Err("O2 flow below 0".to_owned()),
+            ChartItem::O2Flow => Ok(ChartValue::Oxygen(n > 0.0)),
+            ChartItem::O2Device => unreachable!("read from VALUE above"),
+        };
+        match scored {
+            Ok(v) => v,
+            Err(reason) => return Ok(Err(reason)),
+        }
+    };
+    Ok(Ok((t, item_id, value)))
+}
+
+/// A vital-sign set being built from the chart rows of one (SUBJECT_ID, HADM_ID,
+/// CHARTTIME).
+struct ChartSet<'a> {
+    /// The first row, for the envelope.
+    row: Row<'a>,
+    /// Raw CHARTTIME.
+    t: OffsetDateTime,
+    /// Per LOINC: the kept (observation, rank, ITEMID).
+    vitals: Vec<(pb::Observation, u8, &'a str)>,
+    gcs_total: Option<u32>,
+    /// Eye, verbal, motor.
+    gcs: [Option<u32>; 3],
+    /// Rows saying on oxygen, and off.
+    oxygen: (u64, u64),
+}
+
+impl<'a> ChartSet<'a> {
+    fn new(row: Row<'a>, t: OffsetDateTime) -> Self {
+        Self {
+            row,
+            t,
+            vitals: Vec::new(),
+            gcs_total: None,
+            gcs: [None; 3],
+            oxygen: (0, 0),
+        }
+    }
+
+    /// Adds a row's value; `Some(reason)` when the row (or the one it replaces) is
+    /// superseded.
+    fn add(&mut self, item_id: &'a str, value: ChartValue) -> Option<String> {
+        const TWICE: &str = "the same item charted twice at the same time: the first row kept";
+        match value {
+            ChartValue::Vital(loinc, unit, value, rank) => {
+                let obs = pb::Observation {
+                    loinc_code: loinc.to_owned(),
+                    value,
+                    unit: unit.to_owned(),
+                };
+                let Some(kept) = self.vitals.iter_mut().find(|(o, ..)| o.loinc_code == loinc) else {
+                    self.vitals.push((obs, rank, item_id));
+                    return None;
+                };
+                if kept.2 == item_id {
+                    return Some(TWICE.to_owned());
+                }
+                let (loser, winner) = if rank < kept.1 {
+                    let loser = kept.2;
+                    *kept = (obs, rank, item_id);
+                    (loser, item_id)
+                } else {
+                    (item_id, kept.2)
+                };
+                Some(format!(
+                    "{} ITEMID {loser} superseded by ITEMID {winner} charted at the same time",
+                    vital_name(loinc)
+                ))
+            }
+            ChartValue::GcsTotal(total) => {
+                if self.gcs_total.is_some() {
+                    return Some(TWICE.to_owned());
+                }
+                self.gcs_total = Some(total);
+                None
+            }
+            ChartValue::Gcs(i, score) => {
+                if self.gcs[i].is_some() {
+                    return Some(TWICE.to_owned());
+                }
+                self.gcs[i] = Some(score);
+                None
+            }
+            ChartValue::Oxygen(on) => {
+                if on {
+                    self.oxygen.0 += 1;
+                } else {
+                    self.oxygen.1 += 1;
+                }
+                None
+            }
+        }
+    }
+
+    /// The set's `VitalSigns` (`None` when nothing in it maps) with the rows it used,
+    /// and its GCS components skipped (incomplete) and superseded (by a total).
+    ///
+    /// Consciousness: the GCS total, else the sum of the three components, by
+    /// [`consciousness_from_gcs`]; a component without the other two scores nothing.
+    /// Supplemental oxygen: any row saying on oxygen (a device other than none, FiO2
+    /// above 21%, a flow above 0) makes it true; else any row saying off (device none,
+    /// FiO2 21%, flow 0) false; else unset.
+    fn finish(self, hadm: &str) -> (Option<pb::VitalSigns>, u64, u64, u64) {
+        let components = self.gcs.iter().flatten().count() as u64;
+        let (total, gcs_rows, skipped, superseded) = match (self.gcs_total, self.gcs) {
+            (Some(t), _) => (Some(t), 1, 0, components),
+            (None, [Some(e), Some(v), Some(m)]) => (Some(e + v + m), 3, 0, 0),
+            (None, _) => (None, 0, components, 0),
+        };
+        let consciousness = total.and_then(consciousness_from_gcs);
+        let supplemental_oxygen = match self.oxygen {
+            (0, 0) => None,
+            (on, _) => Some(on > 0),
+        };
+        let used = self.vitals.len() as u64 + gcs_rows + self.oxygen.0 + self.oxygen.1;
+        if used == 0 {
+            return (None, 0, skipped, superseded);
+        }
+        let vital_signs = pb::VitalSigns {
+            encounter_id: hadm.to_owned(),
+            observations: self.vitals.into_iter().map(|(o, ..)| o).collect(),
+            consciousness: consciousness.map_or(0, |c| c as i32),
+            supplemental_oxygen,
+            ..Default::default()
+        };
+        (Some(vital_signs), used, skipped, superseded)
+    }
+}
+
+/// The name of a vital-sign LOINC, for reasons.
+fn vital_name(loinc: &str) -> &'static str {
+    match loinc {
+        "8867-4" => "heart rate",
+        "9279-1" => "respiratory rate",
+        "59408-5" => "SpO2",
+        "8480-6" => "systolic BP",
+        "8462-4" => "diastolic BP",
+        "8310-5" => "temperature",
+        _ => "vital sign",
+    }
 }
 
 #[cfg(test)]
@@ -969,8 +1342,52 @@ mod tests {
             DischargeDisposition::Transferred
         );
         assert_eq!(disposition("OTHER FACILITY"), DischargeDisposition::Other);
-        assert_eq!(vital_item("220045"), Some(("8867-4", "/min")));
-        assert_eq!(vital_item("678"), Some(("8310-5", "[degF]")));
-        assert_eq!(vital_item("8368"), None);
+        let vital = |loinc, unit, rank| Some(ChartItem::Vital { loinc, unit, rank });
+        assert_eq!(chart_item("220045"), vital("8867-4", "/min", 0));
+        assert_eq!(chart_item("678"), vital("8310-5", "[degF]", 0));
+        // The cuff before the arterial line, for both components.
+        assert_eq!(chart_item("455"), vital("8480-6", "mm[Hg]", 1));
+        assert_eq!(chart_item("51"), vital("8480-6", "mm[Hg]", 2));
+        assert_eq!(chart_item("8441"), vital("8462-4", "mm[Hg]", 1));
+        assert_eq!(chart_item("8368"), vital("8462-4", "mm[Hg]", 2));
+        assert_eq!(chart_item("223900"), Some(ChartItem::GcsVerbal));
+        assert_eq!(chart_item("223835"), Some(ChartItem::FiO2));
+        assert_eq!(chart_item("1"), None);
+    }
+
+    #[test]
+    fn gcs_to_acvpu_and_oxygen_devices() {
+        let levels: Vec<Option<Consciousness>> = (2..=16).map(consciousness_from_gcs).collect();
+        use Consciousness::*;
+        assert_eq!(
+            levels,
+            [
+                None,
+                Some(Unresponsive),
+                Some(Unresponsive),
+                Some(Unresponsive),
+                Some(Pain),
+                Some(Pain),
+                Some(Pain),
+                Some(Pain),
+                Some(Pain),
+                Some(Voice),
+                Some(Voice),
+                Some(Voice),
+                Some(Voice),
+                Some(Alert),
+                None
+            ]
+        );
+        assert!(!device_gives_oxygen("None"));
+        assert!(!device_gives_oxygen(" room air "));
+        assert!(device_gives_oxygen("Nasal cannula"));
+        assert!(device_gives_oxygen("Endotracheal tube"));
+        assert_eq!(drug_name_code("Tarceva"), "tarceva");
+        assert_eq!(
+            drug_name_code(" Sodium Chloride 0.9%  Flush "),
+            "sodium-chloride-0-9-flush"
+        );
+        assert_eq!(drug_name_code("%%"), "");
     }
 }

@@ -487,6 +487,10 @@ fn ndjson_with_a_corrupt_line_maps_the_rest() {
         panic!("{}", m.summary.errors[0])
     };
     assert_eq!((input.as_str(), *line), ("export.ndjson", victim + 1));
+    // The broken line is read and not mapped: the balance still holds.
+    let b = m.summary.balance();
+    assert_eq!((b.read, b.not_mapped), (rs.len() as u64, 1));
+    assert!(b.balances(), "{b}");
     assert_eq!(m.events.len(), full.events.len() - 1);
     assert_eq!(m.summary.events("vital_signs"), full.summary.events("vital_signs") - 1);
     // Relative references resolve in NDJSON the same way urn:uuid ones do in the bundle.
@@ -503,4 +507,53 @@ fn source_system_comes_from_the_options() {
     };
     let m = map_bundle(&name, &bytes, &opts).unwrap();
     assert!(m.events.iter().all(|e| e.source_system == "synthea-fhir"));
+}
+
+/// All the bundles mapped together, as `hospital load` does: every entry is accounted
+/// for, and the charge lines carry the Claims' money: their amounts add up to the sum of
+/// the Claim totals (read here from the JSON), every line priced by a rule.
+#[test]
+fn every_entry_is_accounted_for_and_charges_add_up_to_the_claim_totals() {
+    let mut mapper = hospital_sources::fhir::Mapper::new(FhirOptions::default());
+    let (mut entries, mut claims, mut claim_total_cents) = (0u64, 0usize, 0i64);
+    for (name, bytes) in bundles() {
+        mapper.add_bundle(&name, &bytes).unwrap();
+        for r in resources(&bytes) {
+            entries += 1;
+            if r["resourceType"] == "Claim" {
+                claims += 1;
+                assert_eq!(r["total"]["currency"], "USD");
+                claim_total_cents += (r["total"]["value"].as_f64().unwrap() * 100.0).round() as i64;
+            }
+        }
+    }
+    let m = mapper.finish();
+    assert!(m.summary.errors.is_empty(), "{:?}", m.summary.errors);
+    let b = m.summary.balance();
+    println!("FHIR bundles: {b}");
+    for (reason, n) in &b.skipped {
+        println!("  skipped x{n}: {reason}");
+    }
+    assert_eq!(b.read, entries);
+    assert!(b.balances(), "{b}");
+
+    let mut charged = 0f64;
+    let mut lines = 0;
+    for e in &m.events {
+        if let Some(Payload::ChargeLine(c)) = &e.payload {
+            assert_eq!(c.currency, "USD", "{}", c.charge_id);
+            charged += c.quantity * c.unit_price_minor as f64;
+            lines += 1;
+        }
+    }
+    println!(
+        "{claims} Claims, {lines} charge lines priced by {:?}; Claim totals {claim_total_cents} cents, charged {charged}",
+        m.summary.charge_prices
+    );
+    assert_eq!(claims, 292);
+    assert_eq!(m.summary.unpriced_charge_lines, []);
+    assert_eq!(charged.round() as i64, claim_total_cents);
+    // All 50 pharmacy claims (one line each) and the encounter line of each of the 242
+    // institutional ones take the remainder of their total.
+    assert_eq!(m.summary.charge_prices[hospital_sources::fhir::PRICE_REMAINDER], 292);
 }
