@@ -51,6 +51,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "vital_sign_sets",
         sql: include_str!("../migrations/warehouse/0004_vital_sign_sets.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 5,
+        name: "lab_text_icu_stays",
+        sql: include_str!("../migrations/warehouse/0005_lab_text_icu_stays.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -87,7 +93,10 @@ pub async fn migrate(client: &Client) -> Result<usize> {
                 continue;
             }
             for statement in statements(m.sql) {
-                client.query(&statement).execute().await?;
+                match client.query(&statement).execute().await {
+                    Err(e) if column_already_added(&statement, &e.to_string()) => {}
+                    r => r?,
+                }
             }
             client
                 .query(&format!(
@@ -102,6 +111,13 @@ pub async fn migrate(client: &Client) -> Result<usize> {
         }
     }
     Ok(applied_now)
+}
+
+/// An `ALTER TABLE .. ADD COLUMN` whose column exists: a migration redone after a
+/// start-up that died half way (18.16 has no `ADD COLUMN IF NOT EXISTS`).
+fn column_already_added(statement: &str, error: &str) -> bool {
+    let s = statement.to_ascii_uppercase();
+    s.starts_with("ALTER TABLE") && s.contains(" ADD COLUMN ") && error.contains("already exists")
 }
 
 /// Splits a migration file into statements: `;` ends a statement, `--` starts a comment.
@@ -134,6 +150,20 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert!(s[0].starts_with("CREATE TABLE a"));
         assert!(s[1].starts_with("CREATE TABLE b"));
+    }
+
+    #[test]
+    fn an_added_column_that_exists_is_done() {
+        let add = "ALTER TABLE warehouse.t ADD COLUMN c String";
+        assert!(column_already_added(
+            add,
+            "Code: 44. Cannot add column c: column with this name already exists"
+        ));
+        assert!(!column_already_added(add, "Code: 60. Table warehouse.t doesn't exist"));
+        assert!(!column_already_added(
+            "CREATE TABLE t (c String) ENGINE = Log",
+            "already exists"
+        ));
     }
 
     #[test]

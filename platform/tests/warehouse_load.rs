@@ -216,6 +216,7 @@ fn encounter_events(i: usize, start: i64, exp: &mut Expect) -> Vec<ClinicalEvent
                 reference_high: Some(1.2),
                 abnormal_flag: pb::AbnormalFlag::Normal as i32,
                 specimen_collected_at: Some(ts(at - 45 * MIN)),
+                ..Default::default()
             }),
         ));
         exp.labs += 1;

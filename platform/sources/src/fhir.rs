@@ -870,6 +870,7 @@ impl<'a> Ctx<'a> {
                 .and_then(Value::as_f64),
             abnormal_flag: abnormal_flag(array(r, "interpretation").next()) as i32,
             specimen_collected_at: effective,
+            ..Default::default()
         });
         Ok(Outcome::Events(vec![Event::new(payload, at, Some(patient))]))
     }

@@ -93,9 +93,10 @@ fn counts_by_message_type() {
         ("ADT^A08", (2, 4, 0)),
         ("ADT^A28", (2, 4, 0)),
         ("ADT^A31", (2, 4, 0)),
-        // LAB-ORU-1 (8 numeric OBX), LAB-ORU-2 (10), the NIST CBC (19), RMGEAD (1 SN);
-        // ORU-R01-01 has no single numeric OBX-5.
-        ("ORU^R01", (4, 38, 1)),
+        // LAB-ORU-1 (8 numeric OBX), LAB-ORU-2 (10), the NIST CBC (19 numeric, 6 CWE and
+        // 3 TX text results), RMGEAD (1 SN); ORU-R01-01 (its one CWE result, Salmonella:
+        // hl7v2_text_results checks the text results).
+        ("ORU^R01", (5, 48, 0)),
         // One order per ORC/RXE group: the -01 samples have one, the -02 samples two.
         ("RDE^O11", (2, 3, 0)),
         ("RDE^O25", (2, 3, 0)),
@@ -113,7 +114,7 @@ fn counts_by_message_type() {
         ("discharge", 2),
         ("patient_registered", 4),
         ("patient_updated", 4),
-        ("lab_result", 38),
+        ("lab_result", 48),
         ("medication_order", 6),
         ("medication_dispense", 3),
         // DG1 of ADT01-23 and of ADT-A03/A08/A28/A31-01; PR1 of the last four. The other
@@ -255,7 +256,7 @@ fn errors_of_the_rest_name_the_field() {
     );
     assert_eq!(err("ADT01-28.hl7"), "PV1-19 (visit number) is empty");
     assert_eq!(err("ADT04-251.hl7"), "PV1-19 (visit number) is empty");
-    assert!(err("ORU-R01-01.hl7").starts_with("OBX-5 (observation value"));
+    // ORU-R01-01 maps now: its CWE result is a text result (hl7v2_text_results).
     assert!(matches!(
         map(&messages["SIU-S12-01.hl7"]),
         Err(MapError::Unsupported { ref message_type }) if message_type == "SIU^S12"

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::now_ms;
 use crate::warehouse::bookkeeping::{self, EventKey, LoadError};
 use crate::warehouse::encounter::{self, EncounterState};
+use crate::warehouse::icu;
 use crate::warehouse::patient::{self, DimPatient};
 use crate::warehouse::reference::{self, Scd1Row};
 use crate::warehouse::{calendar, Version};
@@ -194,6 +195,10 @@ async fn load_chunk_inner(
     progress.stage(encounter::TABLE, format!("{n} encounters written"), from, chunk_to);
 
     plan.date_keys.extend(encounter_dates);
+    let (n, stay_dates) = bounded(limit_each, icu::TABLE, load_icu_stays(wh, &plan, version)).await?;
+    out.wrote(progress, icu::TABLE, n);
+    progress.stage(icu::TABLE, format!("{n} ICU stays written"), from, chunk_to);
+    plan.date_keys.extend(stay_dates);
     let n = bounded(limit_each, calendar::TABLE, calendar::write(wh, &plan.date_keys)).await?;
     out.wrote(progress, calendar::TABLE, n);
     progress.stage(calendar::TABLE, format!("{n} dates written"), from, chunk_to);
@@ -263,6 +268,28 @@ async fn load_locations(wh: &Client, plan: &ChunkPlan, version: Version) -> Resu
     let stored = reference::locations_of_departments(wh, &departments).await?;
     let rows = reference::merge_locations(stored, &plan.ward_refs, &plan.seen_locations, version);
     reference::write_locations(wh, &rows).await
+}
+
+/// Recomputes the ICU stays of the encounters the chunk touched, from their stored
+/// snapshots (written just before) and transfers (written with the facts); writes the
+/// changed stays and tombstones. Returns rows written and the dates of the stays.
+async fn load_icu_stays(wh: &Client, plan: &ChunkPlan, version: Version) -> Result<(u64, BTreeSet<u32>)> {
+    let ids: Vec<String> = plan.encounters.keys().cloned().collect();
+    let encounters = encounter::read(wh, &ids).await?;
+    let mut transfers: BTreeMap<String, Vec<icu::TransferMove>> = BTreeMap::new();
+    for t in icu::transfers_of(wh, &ids).await? {
+        transfers.entry(t.encounter_id.clone()).or_default().push(t);
+    }
+    let stored = icu::read(wh, &ids).await?;
+    let mut computed = Vec::new();
+    for e in &encounters {
+        let moves = icu::movements(e, transfers.get(&e.encounter_id).map_or(&[][..], Vec::as_slice));
+        let discharge = e.discharged_at_ms.map(|at| (at, e.discharge_event_id.as_str()));
+        computed.extend(icu::stays(&e.encounter_id, e.patient_key, &moves, discharge, version));
+    }
+    let dates = computed.iter().map(|s| s.date_key).collect();
+    let rows = icu::diff(&stored, computed, version);
+    Ok((icu::write(wh, &rows).await?, dates))
 }
 
 /// Merges the chunk's encounter events into the stored snapshots; writes the ones that

@@ -348,6 +348,8 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                 display: l.display.clone(),
                 value: l.value,
                 value_text: l.value_text.clone(),
+                value_code: l.value_code.clone(),
+                value_code_system: l.value_code_system.clone(),
                 unit: l.unit.clone(),
                 reference_low: l.reference_low,
                 reference_high: l.reference_high,

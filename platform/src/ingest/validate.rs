@@ -446,6 +446,8 @@ impl Checker {
         l.order_id = self.id("lab_result.order_id", &l.order_id, false);
         l.display = self.text("lab_result.display", &l.display);
         l.value_text = self.text("lab_result.value_text", &l.value_text);
+        l.value_code = self.text("lab_result.value_code", &l.value_code);
+        l.value_code_system = self.text("lab_result.value_code_system", &l.value_code_system);
         l.loinc_code = l.loinc_code.trim().to_string();
         self.enum_known(
             "lab_result.abnormal_flag",
@@ -462,7 +464,8 @@ impl Checker {
                 if !loinc_format_ok(&l.loinc_code) {
                     self.violation("lab_result.loinc_code", loinc_message(&l.loinc_code));
                 }
-                if l.value_text.is_empty() {
+                // A result is a number or a text (a coded result's code counts as one).
+                if l.value_text.is_empty() && l.value_code.is_empty() {
                     self.violation("lab_result.value", "required (or value_text for a text result)");
                 }
             }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::IngestRequest;
 use hospital_sources::hl7v2::map::{to_events, MapError, MapOptions};
-use hospital_sources::hl7v2::{ack, parse_message, AckCode, Message};
+use hospital_sources::hl7v2::{ack, ack_with, parse_message, AckCode, ErrorCode, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -449,7 +449,19 @@ async fn handle(bytes: &[u8], ctx: &MllpContext) -> String {
                     .map(move |v| format!("event {}: {}: {}", r.event_id, v.field, v.description))
             })
             .collect();
-        return reply(&msg, AckCode::AE, Some(&format!("rejected: {}", reasons.join("; "))));
+        // Every violation a missing field: 101; else a value the door refuses: 102.
+        let all_required = prepared
+            .ack
+            .rejections
+            .iter()
+            .flat_map(|r| &r.violations)
+            .all(|v| v.description.starts_with("required"));
+        let code = if all_required {
+            ErrorCode::RequiredFieldMissing
+        } else {
+            ErrorCode::DataType
+        };
+        return reply_with(&msg, AckCode::AE, code, &format!("rejected: {}", reasons.join("; ")));
     }
     let rows = prepared.rows.len();
     match ctx.writer.commit(prepared.rows).await {
@@ -481,15 +493,16 @@ fn ingest_request(msg: &Message, mapped: Result<Vec<ClinicalEvent>, MapError>) -
             }),
             None => {
                 tracing::info!(control_id = msg.control_id(), "MLLP message maps to no event");
-                Err(reply(
+                Err(reply_with(
                     msg,
                     AckCode::AR,
-                    Some("nothing to map: the message carries no event"),
+                    ErrorCode::SegmentSequence,
+                    "nothing to map: the message carries no event",
                 ))
             }
         },
-        Err(e @ MapError::Unsupported { .. }) => Err(reply(msg, AckCode::AR, Some(&e.to_string()))),
-        Err(e) => Err(reply(msg, AckCode::AE, Some(&e.to_string()))),
+        Err(e @ MapError::Unsupported { .. }) => Err(reply_with(msg, AckCode::AR, e.error_code(), &e.to_string())),
+        Err(e) => Err(reply_with(msg, AckCode::AE, e.error_code(), &e.to_string())),
     }
 }
 
@@ -507,6 +520,10 @@ fn next_ack_id() -> String {
 
 fn reply(msg: &Message, code: AckCode, text: Option<&str>) -> String {
     ack(msg, code, &next_ack_id(), text)
+}
+
+fn reply_with(msg: &Message, code: AckCode, error: ErrorCode, text: &str) -> String {
+    ack_with(msg, code, &next_ack_id(), Some((error, text)))
 }
 
 /// An ACK for bytes that are not a message: built from their MSH line when that much

@@ -84,6 +84,9 @@ pub struct FactLabResult {
     pub display: String,
     pub value: Option<f64>,
     pub value_text: String,
+    /// A coded result's code and coding system, as sent (`migrations/warehouse/0005`).
+    pub value_code: String,
+    pub value_code_system: String,
     pub unit: String,
     pub reference_low: Option<f64>,
     pub reference_high: Option<f64>,

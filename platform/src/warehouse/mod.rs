@@ -16,6 +16,7 @@ pub mod bookkeeping;
 pub mod calendar;
 pub mod encounter;
 pub mod facts;
+pub mod icu;
 pub mod keys;
 pub mod patient;
 pub mod reference;

@@ -1449,6 +1449,7 @@ impl Simulator {
                         seconds: collected,
                         nanos: 0,
                     }),
+                    ..Default::default()
                 }),
             );
         }

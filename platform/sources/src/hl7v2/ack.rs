@@ -29,18 +29,71 @@ impl AckCode {
     }
 }
 
+/// HL7 table 0357 (message error condition codes) as the platform uses them in ERR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 100: segments out of order, or a required segment missing.
+    SegmentSequence,
+    /// 101: a required field is missing.
+    RequiredFieldMissing,
+    /// 102: a value does not match its data type (a date/time, a number).
+    DataType,
+    /// 103: a value is not in the table its field draws from.
+    TableValueNotFound,
+    /// 200: the message type is not supported.
+    UnsupportedMessageType,
+    /// 201: the trigger event is not supported.
+    UnsupportedEventCode,
+    /// 207: the application failed (storage unavailable): nothing is wrong with the
+    /// message, a resend may succeed.
+    InternalError,
+}
+
+impl ErrorCode {
+    /// The code (`"101"`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::SegmentSequence => "100",
+            Self::RequiredFieldMissing => "101",
+            Self::DataType => "102",
+            Self::TableValueNotFound => "103",
+            Self::UnsupportedMessageType => "200",
+            Self::UnsupportedEventCode => "201",
+            Self::InternalError => "207",
+        }
+    }
+
+    /// The table's text for the code.
+    pub fn text(&self) -> &'static str {
+        match self {
+            Self::SegmentSequence => "Segment sequence error",
+            Self::RequiredFieldMissing => "Required field missing",
+            Self::DataType => "Data type error",
+            Self::TableValueNotFound => "Table value not found",
+            Self::UnsupportedMessageType => "Unsupported message type",
+            Self::UnsupportedEventCode => "Unsupported event code",
+            Self::InternalError => "Application internal error",
+        }
+    }
+}
+
 /// Builds an ACK for `original`, timestamped now (UTC). See [`ack_at`].
 pub fn ack(original: &Message, code: AckCode, control_id: &str, error_text: Option<&str>) -> String {
     ack_at(original, code, control_id, error_text, OffsetDateTime::now_utc())
+}
+
+/// Builds an ACK for `original`, timestamped now (UTC), whose ERR carries `error`'s
+/// table 0357 code and text. See [`ack_with_at`].
+pub fn ack_with(original: &Message, code: AckCode, control_id: &str, error: Option<(ErrorCode, &str)>) -> String {
+    ack_with_at(original, code, control_id, error, OffsetDateTime::now_utc())
 }
 
 /// Builds an ACK for `original`: MSH with sender and receiver swapped, the caller's new
 /// `control_id`, the original's processing id and version; MSA with `code` and MSA-2 =
 /// the original MSH-10; and, when `error_text` is given, an ERR. Segments end with CR.
 ///
-/// ERR follows the original's version: 2.5+ writes ERR-3 (HL7 table 0357 code 207,
-/// "Application internal error"), ERR-4 severity (`E`, or `W` with AA) and ERR-8 the
-/// text; earlier versions write ERR-1 (ELD) with the code and text, and MSA-3 the text.
+/// The ERR's code is 207 (application internal error); [`ack_with_at`] names another.
 pub fn ack_at(
     original: &Message,
     code: AckCode,
@@ -48,6 +101,29 @@ pub fn ack_at(
     error_text: Option<&str>,
     at: OffsetDateTime,
 ) -> String {
+    ack_with_at(
+        original,
+        code,
+        control_id,
+        error_text.map(|t| (ErrorCode::InternalError, t)),
+        at,
+    )
+}
+
+/// [`ack_at`] with the ERR's HL7 table 0357 code given with its text.
+///
+/// ERR follows the original's version: 2.5+ writes ERR-3 (the table 0357 code and its
+/// text), ERR-4 severity (`E`, or `W` with AA) and ERR-8 the text; earlier versions
+/// write ERR-1 (ELD) with the code and text, and MSA-3 the text.
+pub fn ack_with_at(
+    original: &Message,
+    code: AckCode,
+    control_id: &str,
+    error: Option<(ErrorCode, &str)>,
+    at: OffsetDateTime,
+) -> String {
+    let error_code = error.map(|(c, _)| c);
+    let error_text = error.map(|(_, t)| t);
     let d = original.delimiters();
     let f = char::from(d.field);
     let c = char::from(d.component);
@@ -97,16 +173,17 @@ pub fn ack_at(
     }
     out.push('\r');
 
-    if let Some(t) = text {
+    if let (Some(t), Some(e)) = (text, error_code) {
         let severity = if code == AckCode::AA { "W" } else { "E" };
+        let (n, name) = (e.code(), e.text());
         if modern {
             out.push_str(&format!(
-                "ERR{f}{f}{f}207{c}Application internal error{c}HL70357{f}{severity}{f}{f}{f}{f}{t}\r"
+                "ERR{f}{f}{f}{n}{c}{name}{c}HL70357{f}{severity}{f}{f}{f}{f}{t}\r"
             ));
         } else {
             // ELD: segment^sequence^field^code (CE, so its parts are subcomponents).
             let t = t.replace(c, "");
-            out.push_str(&format!("ERR{f}{c}{c}{c}207{s}{t}{s}HL70357\r"));
+            out.push_str(&format!("ERR{f}{c}{c}{c}{n}{s}{t}{s}HL70357\r"));
         }
     }
     out
@@ -172,6 +249,36 @@ mod tests {
         assert_eq!(parsed.get("ERR-1-4-2").as_deref(), Some("unsupported event"));
         let v24 = ack_at(&msg("2.4"), AckCode::AA, "N2", None, AT);
         assert!(v24.contains("|ACK^R01^ACK|"));
+    }
+
+    #[test]
+    fn err_carries_the_given_table_0357_code() {
+        let ack = ack_with_at(
+            &msg("2.5.1"),
+            AckCode::AE,
+            "E1",
+            Some((ErrorCode::RequiredFieldMissing, "PV1-19 (visit number) is empty")),
+            AT,
+        );
+        let parsed = parse_message(ack.as_bytes()).unwrap();
+        assert_eq!(parsed.get("ERR-3-1").as_deref(), Some("101"));
+        assert_eq!(parsed.get("ERR-3-2").as_deref(), Some("Required field missing"));
+        assert_eq!(parsed.get("ERR-3-3").as_deref(), Some("HL70357"));
+        let old = ack_with_at(
+            &msg("2.4"),
+            AckCode::AR,
+            "E2",
+            Some((ErrorCode::UnsupportedMessageType, "SIU")),
+            AT,
+        );
+        let parsed = parse_message(old.as_bytes()).unwrap();
+        assert_eq!(parsed.get("ERR-1-4-1").as_deref(), Some("200"));
+        // Without a code the ERR says 207, as before.
+        let plain = ack_at(&msg("2.5"), AckCode::AE, "E3", Some("staging unavailable"), AT);
+        assert_eq!(
+            parse_message(plain.as_bytes()).unwrap().get("ERR-3-1").as_deref(),
+            Some("207")
+        );
     }
 
     #[test]

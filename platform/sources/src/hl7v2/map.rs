@@ -20,7 +20,14 @@
 //!   (date/time of transaction) of the order's ORC for orders; RXD-3 (date/time
 //!   dispensed), else ORC-9, for dispenses; else MSH-7. Administrations need RXA-3 (start
 //!   of administration): the time a dose was given is the fact itself, never guessed.
-//! - Missing data that an event cannot do without is a [`MapError`] naming the HL7 field.
+//! - Results (ORU^R01): each OBX with a numeric value (NM, SN) or a text value (ST, TX,
+//!   FT; coded CE, CWE, CNE) is one result: vital-sign LOINC codes with a number join the
+//!   OBR group's `VitalSigns`, everything else is a `LabResult` with `value` (a number)
+//!   or `value_text` plus, for a coded value, `value_code` and `value_code_system`.
+//!   Text results are clinical data (an organism, "Positive"): never dropped. Other value
+//!   types (RP, ED, ...) and empty values make no event.
+//! - Missing data that an event cannot do without is a [`MapError`] naming the HL7 field;
+//!   [`MapError::error_code`] is its HL7 table 0357 code for the ACK's ERR segment.
 //! - One ACK answers one message, and AA means all of it is staged (DOMAIN.md): a message
 //!   is mapped whole or not at all. A segment that cannot be mapped (a DG1 without its
 //!   code, a PR1 without its time) fails the message (AE naming the field), as an event
@@ -91,6 +98,7 @@ use hospital_proto::events::{
 };
 use prost_types::Timestamp;
 
+use super::ack::ErrorCode;
 use super::dtm::Dtm;
 use super::message::{Message, Segment};
 
@@ -128,12 +136,43 @@ pub enum MapError {
     },
 }
 
+/// Message types the mapping takes (with some of their triggers): an unsupported
+/// trigger of one of these is HL7 error 201, any other type 200.
+const SUPPORTED_TYPES: [&str; 5] = ["ADT", "ORU", "RDE", "RDS", "RAS"];
+/// Fields whose values come from a table (0004 patient class, 0396 coding system and
+/// the deprecated coding method, 0322 completion status): a value the mapping cannot
+/// take there is HL7 error 103.
+const TABLE_FIELDS: [&str; 6] = ["PV1-2", "DG1-2", "DG1-3", "PR1-2", "PR1-3", "RXA-20"];
+
 impl MapError {
     /// The HL7 field the error is about (`PV1-19`), if any.
     pub fn field(&self) -> Option<&str> {
         match self {
             Self::Unsupported { .. } => None,
             Self::Missing { field, .. } | Self::Invalid { field, .. } => Some(field),
+        }
+    }
+
+    /// The HL7 table 0357 code for this error: 200 / 201 an unsupported message type /
+    /// trigger event; 100 a required segment missing (segment sequence error); 101 a
+    /// required field missing; 103 a value not in the table the field draws from (a
+    /// patient class, a coding system, a completion status that records no dose); 102
+    /// any other value that cannot be read (a date/time, a number, a priority). Never
+    /// 207: a message that cannot be mapped is the sender's to fix, not an internal error.
+    pub fn error_code(&self) -> ErrorCode {
+        match self {
+            Self::Unsupported { message_type } => {
+                let ty = message_type.split('^').next().unwrap_or_default();
+                if message_type.contains('^') && SUPPORTED_TYPES.contains(&ty) {
+                    ErrorCode::UnsupportedEventCode
+                } else {
+                    ErrorCode::UnsupportedMessageType
+                }
+            }
+            Self::Missing { field, .. } if !field.contains('-') => ErrorCode::SegmentSequence,
+            Self::Missing { .. } => ErrorCode::RequiredFieldMissing,
+            Self::Invalid { field, .. } if TABLE_FIELDS.contains(&field.as_str()) => ErrorCode::TableValueNotFound,
+            Self::Invalid { .. } => ErrorCode::DataType,
         }
     }
 
@@ -764,8 +803,14 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
                 vitals_group_at = at;
             }
             "OBX" => {
-                let Some(n) = numeric(msg, &seg)? else { continue };
-                if n.is_loinc && VITAL_SIGN_CODES.contains(&n.code.as_str()) {
+                let (n, text) = match numeric(msg, &seg)? {
+                    Some(n) => (n, None),
+                    None => match text_value(msg, &seg)? {
+                        Some(pair) => pair,
+                        None => continue,
+                    },
+                };
+                if text.is_none() && n.is_loinc && VITAL_SIGN_CODES.contains(&n.code.as_str()) {
                     vitals.push(n);
                     continue;
                 }
@@ -774,19 +819,22 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
                         .or(msh_time)
                         .ok_or_else(|| MapError::missing("OBX-14", "date/time of the observation"))?;
                 let (reference_low, reference_high) = reference_range(seg_value(&seg, "7").as_deref());
+                let text = text.unwrap_or_default();
                 out.push((
                     Payload::LabResult(pb::LabResult {
                         encounter_id: encounter_id.clone(),
                         order_id: order.0.clone(),
                         loinc_code: if n.is_loinc { n.code } else { String::new() },
                         display: n.display,
-                        value: Some(n.value),
-                        value_text: String::new(),
+                        value: (!n.value.is_nan()).then_some(n.value),
+                        value_text: text.text,
                         unit: n.unit,
                         reference_low,
                         reference_high,
                         abnormal_flag: abnormal_flag(seg_value(&seg, "8").as_deref()) as i32,
                         specimen_collected_at: order.1,
+                        value_code: text.code,
+                        value_code_system: text.system,
                     }),
                     at,
                 ));
@@ -798,10 +846,72 @@ fn oru(msg: &Message) -> Result<Vec<(Payload, Timestamp)>, MapError> {
     if out.is_empty() {
         return Err(MapError::missing(
             "OBX-5",
-            "observation value: no OBX carries a single numeric (NM or SN) result",
+            "observation value: no OBX carries a numeric (NM, SN) or text (ST, TX, FT, CE, CWE, CNE) result",
         ));
     }
     Ok(out)
+}
+
+/// A text result: the text, and for a coded value its code and coding system.
+#[derive(Default)]
+struct TextValue {
+    text: String,
+    code: String,
+    system: String,
+}
+
+/// The OBX's text result, if it has one, with its observation (value NaN: no number).
+/// ST, TX and FT: the text, repetitions (TX/FT lines) joined by a newline. CE, CWE and
+/// CNE: the original text (CWE.9), else the text (CWE.2), else the code; code = CWE.1
+/// (else the alternate CWE.4) and system = CWE.3 (else CWE.6), as sent, when there is
+/// one repetition; several coded repetitions keep their texts joined by "; " and no code.
+fn text_value(msg: &Message, seg: &Segment<'_>) -> Result<Option<(Numeric, Option<TextValue>)>, MapError> {
+    let value_type = seg_value(seg, "2").unwrap_or_default().to_ascii_uppercase();
+    let coded = matches!(value_type.as_str(), "CE" | "CWE" | "CNE");
+    if !coded && !matches!(value_type.as_str(), "ST" | "TX" | "FT") {
+        return Ok(None);
+    }
+    let reps = seg.repetitions(5).count();
+    let mut texts = Vec::new();
+    let mut first: Option<(String, String)> = None;
+    for r in 1..=reps {
+        let part = |n: usize| seg_value(seg, &format!("5({r})-{n}"));
+        let text = if coded {
+            let code = part(1).or_else(|| part(4));
+            let system = if part(1).is_some() { part(3) } else { part(6) };
+            if r == 1 {
+                first = code.clone().map(|c| (c, system.unwrap_or_default()));
+            }
+            part(9).or_else(|| part(2)).or_else(|| part(5)).or(code)
+        } else {
+            seg_value(seg, &format!("5({r})"))
+        };
+        texts.extend(text);
+    }
+    if texts.is_empty() {
+        return Ok(None);
+    }
+    let code = seg_value(seg, "3-1").ok_or_else(|| MapError::missing("OBX-3", "observation identifier"))?;
+    let at = segment_time(msg, seg, "14", "OBX-14", "date/time of the observation")?;
+    let (code_value, system) = match first {
+        Some((c, s)) if reps == 1 => (c, s),
+        _ => Default::default(),
+    };
+    let n = Numeric {
+        is_loinc: seg_value(seg, "3-3").is_some_and(|s| s.eq_ignore_ascii_case("LN")),
+        code,
+        display: seg_value(seg, "3-2").unwrap_or_default(),
+        value: f64::NAN,
+        unit: seg_value(seg, "6-1").unwrap_or_default(),
+        at,
+        segment: seg.index(),
+    };
+    let text = TextValue {
+        text: texts.join(if coded { "; " } else { "\n" }),
+        code: code_value,
+        system,
+    };
+    Ok(Some((n, Some(text))))
 }
 
 /// The OBX's numeric result, if it has one: value type NM or SN, one repetition, a
@@ -1294,7 +1404,15 @@ mod tests {
         );
         let e = map(&text).unwrap();
         let ids: Vec<_> = e.iter().map(|e| e.event_id.as_str()).collect();
-        assert_eq!(ids, ["NORTH|C4-1", "NORTH|C4-2"]);
+        // The glucose, the ST note (a text result), then the vital set.
+        assert_eq!(ids, ["NORTH|C4-1", "NORTH|C4-2", "NORTH|C4-3"]);
+        let Some(Payload::LabResult(note)) = &e[1].payload else {
+            panic!()
+        };
+        assert_eq!(
+            (note.loinc_code.as_str(), note.value, note.value_text.as_str()),
+            ("1-8", None, "text")
+        );
         let Some(Payload::LabResult(l)) = &e[0].payload else {
             panic!()
         };
@@ -1307,13 +1425,52 @@ mod tests {
             (l.order_id.as_str(), l.abnormal_flag),
             ("F1", AbnormalFlag::Normal as i32)
         );
-        let Some(Payload::VitalSigns(v)) = &e[1].payload else {
+        let Some(Payload::VitalSigns(v)) = &e[2].payload else {
             panic!()
         };
         let codes: Vec<_> = v.observations.iter().map(|o| o.loinc_code.as_str()).collect();
         assert_eq!(codes, ["8867-4", "8310-5"]);
         // The set is timed by its first OBX-14.
-        assert_eq!(e[1].occurred_at.unwrap().seconds, 1_709_291_700);
+        assert_eq!(e[2].occurred_at.unwrap().seconds, 1_709_291_700);
+    }
+
+    #[test]
+    fn text_and_coded_results_keep_text_code_and_system() {
+        let text = format!(
+            "{MSH}ORU^R01|C5|P|2.5\rPID|1||M1^^^H^MR\rOBR|1|P1|F1|X^panel|||20240301110000\r\
+             OBX|1|CWE|625-4^Bacteria identified^LN||27268008^Salmonella^SCT^^^^^^Salmonella species||||||F\r\
+             OBX|2|TX|11156-7^Leukocyte morphology^LN||Reactive~lymphocytes||||||F\r\
+             OBX|3|CWE|30400-6^Hypochromia^LN||A^Present~B^Absent||||||F\r\
+             OBX|4|RP|1063-7^Image^LN||https://x^^image^PICT||||||F\r\
+             OBX|5|ST|5778-6^Color^LN||\"\"||||||F\r"
+        );
+        let e = map(&text).unwrap();
+        let labs: Vec<&pb::LabResult> = e
+            .iter()
+            .map(|e| match &e.payload {
+                Some(Payload::LabResult(l)) => l,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(labs.len(), 3, "RP and an empty ST make no result");
+        let got = |l: &pb::LabResult| {
+            (
+                l.value,
+                l.value_text.clone(),
+                l.value_code.clone(),
+                l.value_code_system.clone(),
+            )
+        };
+        assert_eq!(
+            got(labs[0]),
+            (None, "Salmonella species".into(), "27268008".into(), "SCT".into())
+        );
+        assert_eq!(
+            got(labs[1]),
+            (None, "Reactive\nlymphocytes".into(), "".into(), "".into())
+        );
+        assert_eq!(got(labs[2]), (None, "Present; Absent".into(), "".into(), "".into()));
+        assert_eq!(labs[0].loinc_code, "625-4");
     }
 
     #[test]

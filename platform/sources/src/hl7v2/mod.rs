@@ -31,7 +31,7 @@ pub mod map;
 mod message;
 mod path;
 
-pub use ack::{ack, ack_at, AckCode};
+pub use ack::{ack, ack_at, ack_with, ack_with_at, AckCode, ErrorCode};
 pub use batch::{parse_file_with, parse_message_with};
 pub use dtm::{parse_dtm, Dtm, Precision};
 pub use encoding::Delimiters;
