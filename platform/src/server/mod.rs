@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 use crate::realtime::bus::Bus;
 use crate::realtime::changefeed::ChangeFeedApi;
+use crate::realtime::follow::CatchUpStats;
 use crate::staging::{StagingWriter, WriterOptions};
 use crate::{db, realtime, schema};
 
@@ -41,6 +42,7 @@ pub struct Platform {
     mllp_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<()>>,
+    change_feed_catch_up: Arc<CatchUpStats>,
 }
 
 impl Platform {
@@ -70,6 +72,11 @@ impl Platform {
 
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// What the change feed's subscribers read from staging while catching up.
+    pub fn change_feed_catch_up(&self) -> Arc<CatchUpStats> {
+        self.change_feed_catch_up.clone()
     }
 }
 
@@ -169,7 +176,9 @@ pub async fn start(config: Config) -> Result<Platform> {
         committed: writer.handle().subscribe_committed(),
         ward_of: realtime_api::ward_of(&realtime),
         shutdown: shutdown.clone(),
+        catch_up: Arc::default(),
     };
+    let change_feed_catch_up = change_feed.catch_up.clone();
     let alert_api = realtime_api::AlertApi {
         realtime: realtime.clone(),
         shutdown: shutdown.clone(),
@@ -233,6 +242,7 @@ pub async fn start(config: Config) -> Result<Platform> {
         mllp_addr,
         shutdown,
         task,
+        change_feed_catch_up,
     })
 }
 
