@@ -213,6 +213,7 @@ async fn run(n: u64, subscribers: usize) {
     }
     shutdown.cancel();
     let _ = server.await;
+    let ch_hwm_kib = ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0);
 
     // The old shape, once, for comparison.
     let _ = logging
@@ -272,8 +273,9 @@ async fn run(n: u64, subscribers: usize) {
         subscribers
     );
     println!(
-        "peak memory (VmHWM): this process (change feed server + {subscribers} subscribers) {} MiB; ClickHouse server {} MiB (staging inserts included)",
+        "peak memory (VmHWM): this process (change feed server + {subscribers} subscribers) {} MiB; ClickHouse server {} MiB after staging and catch-up, {} MiB after the old-shape query",
         vm_hwm_kib("self") / 1024,
+        ch_hwm_kib / 1024,
         ch.pid().map(|p| vm_hwm_kib(&p.to_string())).unwrap_or(0) / 1024
     );
 }

@@ -129,13 +129,28 @@ async fn a_stalled_subscriber_does_not_hold_up_ingest_and_catches_up() {
     cfg.realtime.bus_capacity = 1;
     cfg.staging.flush_rows = 100;
     let platform = server::start(cfg).await.unwrap();
-    let mut feed = subscribe(platform.local_addr(), SubscribeRequest::default()).await;
+    // A small HTTP/2 window: the client buffers little of what the subscriber does not
+    // read, so the follower's queue fills and it falls behind the bus (with the default
+    // 2 MiB window the client could hold every event below).
+    let channel = tonic::transport::Endpoint::from_shared(endpoint(platform.local_addr()))
+        .unwrap()
+        .initial_stream_window_size(Some(16 * 1024))
+        .initial_connection_window_size(Some(16 * 1024))
+        .connect()
+        .await
+        .unwrap();
+    let mut feed = ChangeFeedServiceClient::new(channel)
+        .subscribe(SubscribeRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
 
-    // The subscriber reads nothing while a few thousand events are ingested: every one
-    // is acknowledged (ingest is not held up).
-    let evs = simulated(3, 40.0, 4, "ehr-a");
+    // The subscriber reads nothing while thousands of events are ingested (more than
+    // its queue, the server's send buffer and the window hold): every one is
+    // acknowledged (ingest is not held up).
+    let evs = simulated(4, 80.0, 4, "ehr-a");
     let n = evs.len();
-    assert!(n > 2_000, "{n}");
+    assert!(n > 5_000, "{n}");
     send(platform.local_addr(), evs).await;
 
     // Then it reads: everything, in order, once.

@@ -162,10 +162,10 @@ impl ChangeFeedService for ChangeFeedApi {
                     Ok(e) => e,
                     Err(e) => {
                         let _ = tx
-                            .send(Err(Status::data_loss(format!(
+                            .send(Err(Status::from(Error::DataLoss(format!(
                                 "staged event at position {} does not decode: {e}",
                                 row.position
-                            ))))
+                            )))))
                             .await;
                         return;
                     }
