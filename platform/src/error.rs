@@ -31,6 +31,10 @@ pub enum Error {
     /// ClickHouse could not be reached or refused the write; retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A change-feed subscription asked to start after a position that is not
+    /// committed (yet): `end` is the last committed position.
+    #[error("position {requested} is past the end of the change feed ({end})")]
+    PositionPastEnd { requested: u64, end: u64 },
     /// The server is shutting down; retry against another instance or later.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -247,6 +251,20 @@ impl From<Error> for Status {
             }
             Error::Unavailable(m) => {
                 Status::unavailable(bounded(&format!("staging zone unavailable: {m}"), MAX_MESSAGE_BYTES))
+            }
+            Error::PositionPastEnd { requested, end } => {
+                let mut details = ErrorDetails::new();
+                details.add_bad_request_violation(
+                    "after_position",
+                    format!("must be at most the committed position {end}"),
+                );
+                Status::with_error_details(
+                    Code::OutOfRange,
+                    format!(
+                        "after_position {requested} is past the end of the change feed: the last committed position is {end}"
+                    ),
+                    details,
+                )
             }
             Error::ShuttingDown => Status::unavailable("server is shutting down; resend unacknowledged requests"),
             Error::Closing(m) => Status::unavailable(bounded(&m, MAX_MESSAGE_BYTES)),

@@ -2,7 +2,8 @@
 //!
 //! A run reads `staging.events` from the stored watermark (exclusive) up to the staging
 //! writer's committed position (never `max(position)`: an insert may be in flight),
-//! in chunks of `chunk_events` by position. Each chunk is decoded, deduplicated by
+//! in chunks of `chunk_events` positions (a bounded position range each, so that a
+//! chunk reads only its own rows). Each chunk is decoded, deduplicated by
 //! `(source_system, event_id)` (first staged copy wins), written (dimensions, facts,
 //! then the registry), and only then is the watermark moved past it. A crash
 //! mid-chunk redoes that chunk, and every write is idempotent, so a redo, a replayed
@@ -184,10 +185,11 @@ impl WarehouseLoader {
 
         let mut position = from;
         while position < upper {
+            let to = chunk_end(position, upper, self.chunk_events);
             let outcome = chunk::load_chunk(
                 &self.clients,
                 position,
-                upper,
+                to,
                 self.chunk_events,
                 version,
                 &summary.run_id,
@@ -202,11 +204,11 @@ impl WarehouseLoader {
             for (table, n) in &outcome.rows {
                 *summary.rows_written.entry(table.to_string()).or_default() += n;
             }
-            // A short chunk means nothing else is staged up to `upper` (positions of
+            // A short chunk means nothing else is staged up to `to` (positions of
             // failed staging inserts are never reused), so the watermark may jump there.
             let end = match outcome.last_position {
                 Some(last) if outcome.read >= self.chunk_events => last,
-                _ => upper,
+                _ => to,
             };
             // A full reload re-derives rows that are already loaded: it never moves the
             // watermark back.
@@ -303,9 +305,25 @@ pub fn spawn_schedule(loader: Arc<WarehouseLoader>, every: Duration, shutdown: C
     )
 }
 
+/// The upper end (inclusive) of the chunk after `position`: `chunk_events` positions,
+/// so at most as many rows (positions are unique), and never past `upper`. A chunk is a
+/// position range rather than "the next n rows": `staging.events` is ordered by
+/// position, so the range prunes the read to its own granules, while ClickHouse 18.16
+/// reads every row after `position` for `ORDER BY position LIMIT n` (no read in order).
+fn chunk_end(position: u64, upper: u64, chunk_events: u64) -> u64 {
+    position.saturating_add(chunk_events).min(upper)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunk_is_a_range_of_at_most_chunk_events_positions() {
+        assert_eq!(chunk_end(0, 1_000_000, 10_000), 10_000);
+        assert_eq!(chunk_end(995_000, 1_000_000, 10_000), 1_000_000);
+        assert_eq!(chunk_end(u64::MAX - 1, u64::MAX, 10_000), u64::MAX);
+    }
 
     #[test]
     fn loader_is_send_and_sync() {

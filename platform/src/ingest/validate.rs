@@ -37,8 +37,7 @@ const MAX_RANK: u32 = 999;
 /// 1900-01-01T00:00:00Z: nothing in a hospital record happened before it.
 const EARLIEST_MS: i64 = -2_208_988_800_000;
 
-/// Every value of `staging.events.kind`.
-pub const KINDS: &[&str] = hospital_proto::EVENT_KINDS;
+pub use crate::staging::KINDS;
 
 /// The payload case's name as stored in `staging.events.kind`.
 pub fn kind_of(payload: &Payload) -> &'static str {

@@ -6,6 +6,11 @@
 //! Owns: filtering and delivery to one subscriber. Must not: block ingest. Each
 //! subscriber has a bounded queue; when it is full the subscriber's follower falls
 //! behind the bus and later catches up from staging, so memory stays bounded.
+//!
+//! A subscription must start at or before the end of the feed (the committed position):
+//! a position past it is refused, not waited for, so that a subscriber holding a
+//! position of another platform's staging zone is told so instead of silently missing
+//! the events up to it.
 
 use std::collections::HashSet;
 use std::pin::Pin;
@@ -22,11 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::bus::Bus;
-use super::follow::Follower;
+use super::follow::{CatchUpStats, Follower};
 use super::next_or_stop;
 use crate::error::{Error, Violation};
-use crate::ingest::KINDS;
-use crate::staging::StagedEvent;
+use crate::staging::{StagedEvent, KINDS};
 
 /// Where a patient is now (ward code), for the ward filter.
 pub type WardOf = Arc<dyn Fn(&PatientRef) -> Option<String> + Send + Sync>;
@@ -40,6 +44,8 @@ pub struct ChangeFeedApi {
     pub committed: watch::Receiver<u64>,
     pub ward_of: WardOf,
     pub shutdown: CancellationToken,
+    /// Staging reads of every subscriber's follower.
+    pub catch_up: Arc<CatchUpStats>,
 }
 
 /// A subscriber's filters, checked once.
@@ -111,12 +117,21 @@ impl ChangeFeedService for ChangeFeedApi {
     async fn subscribe(&self, request: Request<SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
         let req = request.into_inner();
         let filter = Filter::new(&req)?;
+        let end = *self.committed.borrow();
+        if req.after_position > end {
+            return Err(Error::PositionPastEnd {
+                requested: req.after_position,
+                end,
+            }
+            .into());
+        }
         let mut follower = Follower::new(
             &self.bus,
             self.staging.clone(),
             self.committed.clone(),
             req.after_position,
-        );
+        )
+        .with_stats(self.catch_up.clone());
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         let ward_of = self.ward_of.clone();
         let shutdown = self.shutdown.clone();

@@ -7,8 +7,18 @@
 //! writer publishes each flush after raising the committed position. History is read up
 //! to a committed position `hi`; every flush above `hi` is still in the bus, and flushes
 //! at or below `hi` that also arrive from the bus are skipped by position.
+//!
+//! Why each read is cheap: a catch-up read asks for a position range of at most
+//! `CATCH_UP_CHUNK` positions (`position > a AND position <= b`), not "the next n rows
+//! after a". `staging.events` is ordered by position, so the primary key prunes the read
+//! to the range's own granules. ClickHouse 18.16 has no read-in-order optimisation: the
+//! open-ended form `position > a ORDER BY position LIMIT n` reads (and sorts) every row
+//! after `a`, which made a catch-up from 0 quadratic. Positions are unique, so a range of
+//! n positions holds at most n rows; a range without rows (positions of failed inserts)
+//! is stepped over, up to the committed position.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use clickhouse::Client;
@@ -18,8 +28,34 @@ use super::bus::{Bus, Committed};
 use crate::error::Result;
 use crate::staging::{StagedEvent, EVENTS_TABLE};
 
-/// Rows read from staging per query while catching up.
-const CATCH_UP_CHUNK: u64 = 10_000;
+/// Positions read from staging per query while catching up (so at most as many rows).
+pub const CATCH_UP_CHUNK: u64 = 10_000;
+
+/// What followers read from staging while catching up; shared by the followers of one
+/// service (e.g. every change-feed subscriber), for monitoring and tests.
+#[derive(Debug, Default)]
+pub struct CatchUpStats {
+    chunks: AtomicU64,
+    rows: AtomicU64,
+    lagged: AtomicU64,
+}
+
+impl CatchUpStats {
+    /// Range queries against `staging.events` (one per chunk, empty ones included).
+    pub fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Relaxed)
+    }
+
+    /// Rows those queries returned.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Times a follower fell behind the bus and went back to staging.
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
+}
 
 pub struct Follower {
     bus: broadcast::Receiver<Arc<Committed>>,
@@ -27,10 +63,12 @@ pub struct Follower {
     committed: watch::Receiver<u64>,
     /// Highest position delivered (or skipped as absent).
     last: u64,
+    /// Upper end of the last staging read: once its rows are delivered, every position
+    /// up to it is done.
+    read_to: u64,
     catching_up: bool,
     buffer: VecDeque<StagedEvent>,
-    /// Times the follower fell behind the bus and went back to staging.
-    pub lagged: u64,
+    stats: Arc<CatchUpStats>,
 }
 
 impl Follower {
@@ -41,10 +79,22 @@ impl Follower {
             staging,
             committed,
             last: after_position,
+            read_to: after_position,
             catching_up: true,
             buffer: VecDeque::new(),
-            lagged: 0,
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts this follower's staging reads into `stats` (shared with others).
+    pub fn with_stats(mut self, stats: Arc<CatchUpStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// What this follower (and those sharing its stats) read from staging.
+    pub fn stats(&self) -> &Arc<CatchUpStats> {
+        &self.stats
     }
 
     /// The next committed event after the previous one; waits for new commits. Returns
@@ -56,17 +106,16 @@ impl Follower {
                 return Ok(Some(row));
             }
             if self.catching_up {
+                // The buffer is empty: the last read is delivered. A position in it
+                // without a row belongs to a failed insert and is never delivered.
+                self.last = self.last.max(self.read_to);
                 let hi = *self.committed.borrow();
                 if self.last < hi {
-                    let rows = self.read_staging(hi).await?;
-                    if (rows.len() as u64) < CATCH_UP_CHUNK {
-                        // Everything up to `hi` is read; a position without a row belongs
-                        // to a failed insert and is never delivered.
-                        self.catching_up = false;
-                        if rows.is_empty() {
-                            self.last = hi;
-                        }
-                    }
+                    let to = self.last.saturating_add(CATCH_UP_CHUNK).min(hi);
+                    let rows = self.read_staging(self.last, to).await?;
+                    self.stats.chunks.fetch_add(1, Ordering::Relaxed);
+                    self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    self.read_to = to;
                     self.buffer.extend(rows);
                     continue;
                 }
@@ -84,7 +133,7 @@ impl Follower {
                         after = self.last,
                         "follower fell behind the bus; reading staging"
                     );
-                    self.lagged += 1;
+                    self.stats.lagged.fetch_add(1, Ordering::Relaxed);
                     self.catching_up = true;
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(None),
@@ -97,15 +146,15 @@ impl Follower {
         self.last
     }
 
-    async fn read_staging(&self, hi: u64) -> Result<Vec<StagedEvent>> {
+    /// The rows with `from < position <= to`, in position order.
+    async fn read_staging(&self, from: u64, to: u64) -> Result<Vec<StagedEvent>> {
         Ok(self
             .staging
             .query(&format!(
-                "SELECT ?fields FROM {EVENTS_TABLE} WHERE position > ? AND position <= ? ORDER BY position LIMIT ?"
+                "SELECT ?fields FROM {EVENTS_TABLE} WHERE position > ? AND position <= ? ORDER BY position"
             ))
-            .bind(self.last)
-            .bind(hi)
-            .bind(CATCH_UP_CHUNK)
+            .bind(from)
+            .bind(to)
             .fetch_all::<StagedEvent>()
             .await?)
     }

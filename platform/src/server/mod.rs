@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::ingest::IngestOptions;
 use crate::realtime::bus::Bus;
 use crate::realtime::changefeed::ChangeFeedApi;
+use crate::realtime::follow::CatchUpStats;
 use crate::realtime::processor::Realtime;
 use crate::staging::{StagingWriter, WriterOptions};
 use crate::{db, realtime, schema};
@@ -47,6 +48,7 @@ pub struct Platform {
     shutdown: CancellationToken,
     realtime: Realtime,
     task: JoinHandle<Result<()>>,
+    change_feed_catch_up: Arc<CatchUpStats>,
 }
 
 impl Platform {
@@ -81,6 +83,11 @@ impl Platform {
     /// Staged events the real-time processor skipped because they do not decode.
     pub fn undecodable_events(&self) -> u64 {
         self.realtime.undecodable_events()
+    }
+
+    /// What the change feed's subscribers read from staging while catching up.
+    pub fn change_feed_catch_up(&self) -> Arc<CatchUpStats> {
+        self.change_feed_catch_up.clone()
     }
 }
 
@@ -181,7 +188,9 @@ pub async fn start(config: Config) -> Result<Platform> {
         committed: writer.handle().subscribe_committed(),
         ward_of: realtime_api::ward_of(&realtime),
         shutdown: shutdown.clone(),
+        catch_up: Arc::default(),
     };
+    let change_feed_catch_up = change_feed.catch_up.clone();
     let alert_api = realtime_api::AlertApi {
         realtime: realtime.clone(),
         shutdown: shutdown.clone(),
@@ -258,6 +267,7 @@ pub async fn start(config: Config) -> Result<Platform> {
         shutdown,
         realtime: realtime_handle,
         task,
+        change_feed_catch_up,
     })
 }
 

@@ -12,6 +12,10 @@ pub use writer::{CommitInfo, CommitSink, DuplicateOf, PendingCommit, StagingWrit
 
 use serde::{Deserialize, Serialize};
 
+/// Every value of `staging.events.kind` (the payload case's name): what ingest stores
+/// and what readers of staging filter on.
+pub const KINDS: &[&str] = hospital_proto::EVENT_KINDS;
+
 /// Name of the landing table inside the `staging` database.
 pub const EVENTS_TABLE: &str = "events";
 
