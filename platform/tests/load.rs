@@ -293,8 +293,9 @@ async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
     cfg.ingest.max_future_secs = 10 * 365 * 86_400;
     let platform = hospital_platform::server::start(cfg).await.unwrap();
     let report = send_all(platform.local_addr(), &extract).await;
-    // Two events of the samples are wrong, and the door says so by event and field:
-    // haemoglobin in g/mL, and an OBX without a LOINC code. Every diagnosis (DG1) and
+    // Three events of the samples are wrong, and the door says so by event and field:
+    // haemoglobin in g/mL, an OBX without a LOINC code, and a text result coded in the
+    // local system "XYZ" instead of LOINC (ORU-R01-01). Every diagnosis (DG1) and
     // procedure (PR1) passes: their codes fit the systems they name.
     let mut rejected: Vec<(String, String)> = report
         .rejections
@@ -307,12 +308,16 @@ async fn hl7_files_load_through_the_same_door_and_report_what_did_not_map() {
         vec![
             ("ELAB-3|CNTRL-3456".to_string(), "lab_result.loinc_code".to_string()),
             (
+                "IA Public Health Lab|2.16.840.1.114222.4.3.3.5.1.2-20120314235954.325".to_string(),
+                "lab_result.loinc_code".to_string()
+            ),
+            (
                 "NIST Lab Facility|NIST-LRI-NG-002.00-2".to_string(),
                 "lab_result.unit".to_string()
             ),
         ]
     );
-    assert_eq!(report.committed, extract.events.len() - 2, "their neighbours commit");
+    assert_eq!(report.committed, extract.events.len() - 3, "their neighbours commit");
     assert_balances("HL7 v2", &extract, &report);
     assert_eq!(
         extract.balance.skipped_total() as usize,
