@@ -119,19 +119,17 @@ async fn census(addr: std::net::SocketAddr) -> Census {
         .into_inner()
 }
 
-/// Rows in the alert audit table once it holds `expected` (the audit writer flushes in
-/// the background), or what it holds after 10 s.
-async fn audited(ch: &hospital_testkit::ClickHouseServer, expected: u64) -> u64 {
-    let sql = "SELECT count() FROM warehouse.news2_alerts FINAL";
-    for _ in 0..200 {
-        if count(ch, sql) >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Rows in the alert audit table (every copy written, before any merge) once the row of
+/// `alert_id` is there. The audit writer writes in the order alerts are raised, so every
+/// alert raised before that one, a repeated one included, is written by then.
+async fn audited_through(ch: &hospital_testkit::ClickHouseServer, alert_id: &str) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sql = format!("SELECT count() FROM warehouse.news2_alerts WHERE alert_id = '{alert_id}'");
+    while count(ch, &sql) == 0 {
+        assert!(std::time::Instant::now() < deadline, "alert {alert_id} not audited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // A moment more, so that a repeated alert would show.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    count(ch, sql)
+    count(ch, "SELECT count() FROM warehouse.news2_alerts")
 }
 
 /// The census without what depends on the wall clock.
@@ -343,15 +341,16 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
 
     // The census stream carried the changes after its snapshot.
     let mut saw_w10 = false;
-    while let Ok(Some(u)) = tokio::time::timeout(Duration::from_millis(300), watch.message())
-        .await
-        .map(|m| m.unwrap())
-    {
+    while !saw_w10 {
+        let u = tokio::time::timeout(Duration::from_secs(30), watch.message())
+            .await
+            .expect("the ward update reached the watcher within 30 s")
+            .unwrap()
+            .expect("watch stream open");
         if let Some(census_update::Update::Ward(w)) = u.update {
             saw_w10 |= w.ward_code == "W10" && w.occupied == 2;
         }
     }
-    assert!(saw_w10, "the ward update reached the watcher");
 
     let scores = AlertServiceClient::new(channel.clone())
         .get_scores(GetScoresRequest {
@@ -372,10 +371,16 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
             ("P3".to_string(), RiskBand::Medium as i32)
         ]
     );
+    // The audit writer is asynchronous: poll until the three alerts are in the table.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&ch, "SELECT count() FROM warehouse.news2_alerts FINAL") < 3 {
+        assert!(std::time::Instant::now() < deadline, "alerts are audited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         count(&ch, "SELECT count() FROM warehouse.news2_alerts FINAL"),
         3,
-        "alerts are audited"
+        "alerts are audited, once each"
     );
 
     // Restart twice: once with everything still only in staging, once after a
@@ -435,7 +440,11 @@ async fn alerts_census_and_scores_are_live_and_survive_a_restart() {
         ),
         "the first alert after the restart is the new deterioration"
     );
-    assert_eq!(audited(&ch, 4).await, 4, "one new alert audited, none repeated");
+    assert_eq!(
+        audited_through(&ch, &d.alert_id).await,
+        4,
+        "one new alert audited, none repeated"
+    );
     platform.shutdown().await.unwrap();
 }
 
