@@ -32,6 +32,30 @@ pub fn timeout(cfg: &ClickHouseConfig) -> Duration {
     Duration::from_millis(cfg.timeout_ms)
 }
 
+/// The platform's ClickHouse clients, built once from configuration (at the composition
+/// root, `server::start`) and handed to each stage, so no stage reads the configuration
+/// of its storage itself and a test can hand a stage a client with its own settings.
+#[derive(Clone)]
+pub struct Databases {
+    /// No default database: DDL and cross-database queries.
+    pub admin: Client,
+    pub staging: Client,
+    pub warehouse: Client,
+    /// The configured round-trip timeout.
+    pub timeout: Duration,
+}
+
+impl Databases {
+    pub fn new(cfg: &ClickHouseConfig) -> Self {
+        Self {
+            admin: client(cfg),
+            staging: client_for(cfg, "staging"),
+            warehouse: client_for(cfg, "warehouse"),
+            timeout: timeout(cfg),
+        }
+    }
+}
+
 /// Keys per lookup query. `x IN (...)` lists are inlined into the SQL text (18.16 has
 /// neither server-side parameters nor `IN [array]`), so lookups are split to keep each
 /// query far below `max_query_size`.

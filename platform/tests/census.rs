@@ -253,7 +253,11 @@ struct StagedPayload {
 
 impl StagingHarness {
     async fn load_warehouse(&self) -> u64 {
-        let loader = WarehouseLoader::new(&self.cfg, self.writer.handle().subscribe_committed(), 10);
+        let loader = WarehouseLoader::new(
+            &db::Databases::new(&self.cfg),
+            self.writer.handle().subscribe_committed(),
+            10,
+        );
         loader.run(false, None).await.expect("warehouse load").to_position
     }
 

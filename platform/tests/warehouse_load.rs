@@ -506,7 +506,11 @@ async fn staging_to_warehouse_is_incremental_and_idempotent() {
     let staged_round1 = unique_round1 + dups_round1 + 1;
     assert!(unique_round1 > 300, "a few hundred events: {unique_round1}");
 
-    let loader = WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 37);
+    let loader = WarehouseLoader::new(
+        &hospital_platform::db::Databases::new(&h.cfg),
+        h.handle().subscribe_committed(),
+        37,
+    );
     let (tx, mut rx) = mpsc::channel(10_000);
     let first = loader.run(false, Some(tx)).await.expect("first load");
     assert_eq!(first.from_position, 0);
@@ -798,7 +802,11 @@ async fn the_schedule_loads_until_shutdown() {
     use tokio_util::sync::CancellationToken;
 
     let h = StagingHarness::start().await;
-    let loader = Arc::new(WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 1_000));
+    let loader = Arc::new(WarehouseLoader::new(
+        &hospital_platform::db::Databases::new(&h.cfg),
+        h.handle().subscribe_committed(),
+        1_000,
+    ));
     let shutdown = CancellationToken::new();
     let schedule =
         hospital_platform::batch::spawn_schedule(loader.clone(), Duration::from_millis(100), shutdown.clone());
@@ -828,7 +836,11 @@ async fn the_schedule_loads_until_shutdown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_that_fails_is_finished_by_the_next_run() {
     let mut h = StagingHarness::start().await;
-    let loader = WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 10);
+    let loader = WarehouseLoader::new(
+        &hospital_platform::db::Databases::new(&h.cfg),
+        h.handle().subscribe_committed(),
+        10,
+    );
     let mut exp = Expect::default();
     let committed = h.stage(&encounter_events(3, T0, &mut exp)).await;
 
@@ -869,7 +881,11 @@ async fn load_throughput() {
     for batch in events.chunks(50_000) {
         h.stage(batch).await;
     }
-    let loader = WarehouseLoader::new(&h.cfg, h.handle().subscribe_committed(), 100_000);
+    let loader = WarehouseLoader::new(
+        &hospital_platform::db::Databases::new(&h.cfg),
+        h.handle().subscribe_committed(),
+        100_000,
+    );
     let started = std::time::Instant::now();
     let first = run(&loader, false).await;
     let took = started.elapsed();

@@ -28,8 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::config::ClickHouseConfig;
-use crate::db;
+use crate::db::Databases;
 use crate::error::Result;
 use crate::now_ms;
 use crate::warehouse::bookkeeping::{self, LoadRun, Watermark, PIPELINE};
@@ -79,12 +78,12 @@ impl WarehouseLoader {
     /// `committed` is the staging writer's committed position
     /// ([`crate::staging::WriterHandle::subscribe_committed`]): the upper bound of every
     /// load. `chunk_events` (at least 1) bounds the events held in memory at once.
-    pub fn new(cfg: &ClickHouseConfig, committed: watch::Receiver<u64>, chunk_events: u64) -> Self {
+    pub fn new(databases: &Databases, committed: watch::Receiver<u64>, chunk_events: u64) -> Self {
         Self {
             clients: Clients {
-                staging: db::client_for(cfg, "staging"),
-                warehouse: db::client_for(cfg, "warehouse"),
-                stage_timeout: stage_timeout(cfg),
+                staging: databases.staging.clone(),
+                warehouse: databases.warehouse.clone(),
+                stage_timeout: stage_timeout(databases.timeout),
             },
             committed,
             chunk_events: chunk_events.max(1),
@@ -258,8 +257,10 @@ impl WarehouseLoader {
 /// The time one stage of a chunk may take: a stage makes several round trips (lookups
 /// of 2,000 keys each, one insert per table), so it gets a multiple of the configured
 /// round-trip timeout.
-fn stage_timeout(cfg: &ClickHouseConfig) -> Duration {
-    Duration::from_millis(cfg.timeout_ms.max(1_000)).saturating_mul(STAGE_TIMEOUT_ROUND_TRIPS)
+fn stage_timeout(round_trip: Duration) -> Duration {
+    round_trip
+        .max(Duration::from_secs(1))
+        .saturating_mul(STAGE_TIMEOUT_ROUND_TRIPS)
 }
 
 /// Round-trip timeouts one chunk stage may take.
@@ -334,7 +335,11 @@ mod tests {
     #[tokio::test]
     async fn a_zero_interval_schedules_nothing() {
         let (_tx, rx) = watch::channel(0);
-        let loader = Arc::new(WarehouseLoader::new(&ClickHouseConfig::default(), rx, 10));
+        let loader = Arc::new(WarehouseLoader::new(
+            &Databases::new(&crate::config::ClickHouseConfig::default()),
+            rx,
+            10,
+        ));
         let handle = spawn_schedule(loader, Duration::ZERO, CancellationToken::new());
         tokio::time::timeout(Duration::from_secs(1), handle)
             .await

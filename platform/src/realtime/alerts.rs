@@ -45,6 +45,7 @@ use uuid::Uuid;
 use super::census::PatientLocation;
 use super::news2::{self, Acvpu, NotApplicable, Parameter, Parameters, RiskBand, Spo2Scale};
 use crate::error::Result;
+use crate::staging::fill_batch;
 use crate::warehouse::{keys, vitals};
 
 /// Where the patient is when an alert is raised (the census's view of the patient).
@@ -675,8 +676,8 @@ impl Default for AuditOptions {
     }
 }
 
-/// Writes alerts to `warehouse.news2_alerts` in batches (by rows or period, one insert
-/// per flush). A failed insert is retried with backoff and the queue fills meanwhile
+/// Writes alerts to `warehouse.news2_alerts` in batches (by rows or period, gathered by
+/// the staging writer's rule, [`fill_batch`]; one insert per flush). A failed insert is retried with backoff and the queue fills meanwhile
 /// (so [`record`](Self::record) waits): alerts are never dropped silently; at shutdown
 /// the rest is written, or logged as an error if ClickHouse stays down.
 pub struct AlertAudit {
@@ -733,16 +734,7 @@ async fn run_audit(
             None => break,
         }
         let deadline = tokio::time::Instant::now() + options.period;
-        while batch.len() < options.max_rows {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(row)) => batch.push(row),
-                Ok(None) => {
-                    open = false;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        open = fill_batch(&mut rx, &mut batch, options.max_rows, deadline, |_| 1).await;
         write_with_retry(&client, &options, &mut batch, &mut stopped).await;
     }
     // Closed: drain anything left and write it.

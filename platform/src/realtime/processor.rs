@@ -22,8 +22,7 @@ use super::alerts::{AlertAudit, AlertState};
 use super::bus::Bus;
 use super::census::{CensusState, PatientLocation};
 use super::follow::Follower;
-use crate::config::ClickHouseConfig;
-use crate::db;
+use crate::db::Databases;
 use crate::error::Result;
 use crate::warehouse::bookkeeping::{write_errors, LoadError};
 
@@ -61,15 +60,15 @@ impl Realtime {
 
 /// Rebuilds the state from the warehouse and starts following staging.
 pub async fn start(
-    cfg: &ClickHouseConfig,
+    databases: &Databases,
     bus: &Bus,
     committed: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) -> Result<(Realtime, JoinHandle<()>)> {
-    let warehouse = db::client_for(cfg, "warehouse");
+    let warehouse = databases.warehouse.clone();
     let (census, watermark) = CensusState::load(&warehouse).await?;
     let alerts = AlertState::load(&warehouse).await?;
-    let follower = Follower::new(bus, db::client_for(cfg, "staging"), committed, watermark);
+    let follower = Follower::new(bus, databases.staging.clone(), committed, watermark);
     let audit = AlertAudit::start(warehouse.clone());
     let realtime = Realtime {
         state: Arc::new(RwLock::new(State { census, alerts })),

@@ -98,25 +98,27 @@ pub async fn start(config: Config) -> Result<Platform> {
         violations: vec![],
     })?;
     let ch = &config.clickhouse;
-    let admin = db::client(ch);
-    wait_for_clickhouse(&admin, &ch.url, Duration::from_millis(ch.timeout_ms)).await?;
+    // Every stage gets its clients from here; none builds its own from configuration.
+    let databases = db::Databases::new(ch);
+    let admin = databases.admin.clone();
+    wait_for_clickhouse(&admin, &ch.url, databases.timeout).await?;
     let applied = schema::migrate(&admin).await?;
     tracing::info!(applied, "schema is current");
 
     let bus = Bus::new(config.realtime.bus_capacity);
     let mut writer = StagingWriter::start(
-        db::client_for(ch, "staging"),
+        databases.staging.clone(),
         WriterOptions {
             flush_rows: config.staging.flush_rows,
             flush_interval: config.flush_interval(),
             queue_capacity: config.staging.queue_capacity,
-            insert_timeout: db::timeout(ch),
+            insert_timeout: databases.timeout,
         },
         bus.clone(),
     )
     .await?;
     let loader = Arc::new(WarehouseLoader::new(
-        ch,
+        &databases,
         writer.handle().subscribe_committed(),
         config.batch.chunk_events,
     ));
@@ -180,11 +182,16 @@ pub async fn start(config: Config) -> Result<Platform> {
         .collect();
     let batch_api = batch_api::BatchApi { loader: loader.clone() };
 
-    let (realtime, realtime_task) =
-        realtime::processor::start(ch, &bus, writer.handle().subscribe_committed(), shutdown.clone()).await?;
+    let (realtime, realtime_task) = realtime::processor::start(
+        &databases,
+        &bus,
+        writer.handle().subscribe_committed(),
+        shutdown.clone(),
+    )
+    .await?;
     let change_feed = ChangeFeedApi {
         bus: bus.clone(),
-        staging: db::client_for(ch, "staging"),
+        staging: databases.staging.clone(),
         committed: writer.handle().subscribe_committed(),
         ward_of: realtime_api::ward_of(&realtime),
         shutdown: shutdown.clone(),

@@ -8,6 +8,8 @@
 mod dedup;
 mod writer;
 
+pub(crate) use writer::fill_batch;
+
 pub use writer::{CommitInfo, CommitSink, DuplicateOf, PendingCommit, StagingWriter, WriterHandle, WriterOptions};
 
 use serde::{Deserialize, Serialize};

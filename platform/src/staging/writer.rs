@@ -214,19 +214,12 @@ async fn collect(
             },
         };
         let deadline = tokio::time::Instant::now() + opts.flush_interval;
-        let mut batch = Batch {
-            rows: first.rows.len(),
-            submissions: vec![first],
+        let mut submissions = vec![first];
+        fill_batch(&mut rx, &mut submissions, opts.flush_rows, deadline, |s| s.rows.len()).await;
+        let batch = Batch {
+            rows: submissions.iter().map(|s| s.rows.len()).sum(),
+            submissions,
         };
-        while batch.rows < opts.flush_rows {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(s)) => {
-                    batch.rows += s.rows.len();
-                    batch.submissions.push(s);
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
         if batch_tx.send(batch).await.is_err() {
             return;
         }
@@ -241,6 +234,31 @@ enum Fate {
     Earlier(u64),
     /// A copy of the row at (submission, row) of the same flush.
     InFlush(usize, usize),
+}
+
+/// Group commit's gathering rule, shared by every batched writer of the platform (the
+/// staging writer, the alert audit): takes items from `rx` into `batch` until their
+/// weight (rows) reaches `max_weight` or `deadline` passes. Returns false once `rx` is
+/// closed and empty.
+pub(crate) async fn fill_batch<T>(
+    rx: &mut mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    max_weight: usize,
+    deadline: tokio::time::Instant,
+    weight: impl Fn(&T) -> usize,
+) -> bool {
+    let mut total: usize = batch.iter().map(&weight).sum();
+    while total < max_weight {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(item)) => {
+                total += weight(&item);
+                batch.push(item);
+            }
+            Ok(None) => return false,
+            Err(_) => break,
+        }
+    }
+    true
 }
 
 async fn flush_loop(
@@ -409,4 +427,32 @@ async fn insert(client: &Client, batch: &Batch, timeout: Duration) -> Result<()>
     }
     insert.end().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn batches_fill_by_weight_then_by_time_and_see_the_end() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for n in [3, 4, 5, 6] {
+            tx.send(n).await.unwrap();
+        }
+        let far = tokio::time::Instant::now() + Duration::from_secs(60);
+        // By weight: 3 + 4 + 5 reaches 10, the 6 waits for the next batch.
+        let mut batch = Vec::new();
+        assert!(fill_batch(&mut rx, &mut batch, 10, far, |n| *n).await);
+        assert_eq!(batch, vec![3, 4, 5]);
+        // By time: nothing more comes before the deadline.
+        let mut batch = Vec::new();
+        let soon = tokio::time::Instant::now() + Duration::from_millis(10);
+        assert!(fill_batch(&mut rx, &mut batch, 100, soon, |n| *n).await);
+        assert_eq!(batch, vec![6]);
+        // Closed and empty.
+        drop(tx);
+        let mut batch = Vec::new();
+        assert!(!fill_batch(&mut rx, &mut batch, 100, far, |n| *n).await);
+        assert!(batch.is_empty());
+    }
 }
