@@ -500,6 +500,38 @@ async fn mimic_demo_loads_with_the_tables_counts_and_a_second_load_adds_nothing(
         report.rejections.iter().take(3).collect::<Vec<_>>()
     );
     assert_balances("MIMIC", &extract, &report);
+    // Neither loses its event any more: the implausible reading is set aside from its
+    // set and the order kept without its end, each with a warning in the ack.
+    let warned = |field: &str| report.warnings.iter().filter(|w| w.field.starts_with(field)).count();
+    println!(
+        "MIMIC: warnings {:?}",
+        report.warnings.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        (bad_sets, bad_orders),
+        (0, 0),
+        "{:?}",
+        report.rejections.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        warned("medication_order.ends_at"),
+        39,
+        "MIMIC's prescriptions ending before they start"
+    );
+    let readings: Vec<&str> = report
+        .warnings
+        .iter()
+        .filter(|w| w.field.starts_with("vital_signs.observations"))
+        .map(|w| w.description.as_str())
+        .collect();
+    println!("MIMIC: readings set aside {readings:?}");
+    assert_eq!(
+        warned("vital_signs.observations"),
+        2,
+        "a respiratory rate of 118 and a systolic BP of 11647"
+    );
+    assert!(readings.iter().any(|d| d.contains("118")), "{readings:?}");
+    assert_eq!(report.warnings.len(), 39 + 2);
     let file_rows: u64 = hospital_sources::mimic::MimicFile::ALL
         .iter()
         .map(|f| {

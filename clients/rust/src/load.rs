@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hospital_proto::events::ClinicalEvent;
+#[cfg(test)]
 use hospital_proto::ingest::Rejection;
+
+use crate::sender::SendReport;
 pub use hospital_sources::balance::Balance;
 
 /// The formats `hospital load` reads.
@@ -319,14 +322,8 @@ pub fn reference_to(
 /// several events (an admission row: admission and discharge) and several records one
 /// event (the chart rows of one vital-sign set), so the platform's answer is counted in
 /// events.
-pub fn summary_text(
-    source: Source,
-    read: &Report,
-    events: u64,
-    resumed: u64,
-    accepted: usize,
-    rejections: &[Rejection],
-) -> String {
+pub fn summary_text(source: Source, read: &Report, events: u64, resumed: u64, acks: &SendReport) -> String {
+    let (accepted, rejections) = (acks.committed, &acks.rejections);
     use std::fmt::Write;
     let b = &read.balance;
     let mut out = String::new();
@@ -377,6 +374,31 @@ pub fn summary_text(
     for (reason, n) in &reasons {
         let _ = writeln!(out, "  rejected x{n}: {reason}");
     }
+    if !acks.duplicates.is_empty() {
+        let differing = acks.duplicates.iter().filter(|d| d.content_differs).count();
+        let _ = writeln!(
+            out,
+            "  of the accepted, {} were already staged by an earlier copy (first commit wins); {differing} of them differ from it and were NOT applied",
+            acks.duplicates.len()
+        );
+    }
+    // Warnings by field (indexes dropped), with the first description as an example.
+    let mut warnings: BTreeMap<String, (usize, &str)> = BTreeMap::new();
+    for w in &acks.warnings {
+        let field: String = w
+            .field
+            .split('[')
+            .map(|part| part.split_once(']').map_or(part, |(_, rest)| rest))
+            .collect::<Vec<_>>()
+            .join("[]");
+        warnings.entry(field).or_insert((0, &w.description)).0 += 1;
+    }
+    for (field, (n, example)) in &warnings {
+        let _ = writeln!(
+            out,
+            "  warning x{n}: {field} (e.g. {example}); the rest of each event was kept"
+        );
+    }
     out
 }
 
@@ -410,7 +432,24 @@ mod tests {
                 description: "out of range".into(),
             }],
         };
-        let text = summary_text(Source::Mimic, &report, 6, 2, 3, &[rejection]);
+        let sent = SendReport {
+            committed: 3,
+            rejections: vec![rejection],
+            duplicates: vec![hospital_proto::ingest::Duplicate {
+                index: 1,
+                event_id: "e2".into(),
+                first_position: 7,
+                content_differs: true,
+            }],
+            warnings: vec![hospital_proto::ingest::Warning {
+                index: 2,
+                event_id: "e3".into(),
+                field: "vital_signs.observations[1].value".into(),
+                description: "9279-1 (respiratory rate): 118 /min is outside the plausible range".into(),
+            }],
+            ..SendReport::default()
+        };
+        let text = summary_text(Source::Mimic, &report, 6, 2, &sent);
         assert_eq!(
             text,
             "mimic records: read 7 = mapped 4 + not mapped 1 + skipped 1 + superseded 1: balances\n\
@@ -420,12 +459,18 @@ mod tests {
              \x20 superseded x1: systolic BP ITEMID 51 superseded by ITEMID 455\n\
              \x20 note x2: birth date omitted\n\
              mimic events from the mapped records: 6 = 2 acknowledged by an earlier run + 3 accepted (durably staged) + 1 rejected: balances\n\
-             \x20 rejected x1: vital_signs.observations[0].value: out of range\n"
+             \x20 rejected x1: vital_signs.observations[0].value: out of range\n\
+             \x20 of the accepted, 1 were already staged by an earlier copy (first commit wins); 1 of them differ from it and were NOT applied\n\
+             \x20 warning x1: vital_signs.observations[].value (e.g. 9279-1 (respiratory rate): 118 /min is outside the plausible range); the rest of each event was kept\n"
         );
         // A record unaccounted for, an event unanswered: both said.
         let mut short = report.clone();
         short.balance.read += 1;
-        let text = summary_text(Source::Mimic, &short, 7, 2, 3, &[]);
+        let sent = SendReport {
+            committed: 3,
+            ..SendReport::default()
+        };
+        let text = summary_text(Source::Mimic, &short, 7, 2, &sent);
         assert!(
             text.contains("superseded 1: DOES NOT BALANCE (7 accounted for)"),
             "{text}"

@@ -461,8 +461,7 @@ async fn load(
             &outcome.read,
             outcome.events,
             outcome.resumed_after,
-            outcome.sent.committed,
-            &outcome.sent.rejections,
+            &outcome.sent,
         )
     );
     Ok(())

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use hospital_proto::events::ClinicalEvent;
 use hospital_proto::ingest::ingest_service_client::IngestServiceClient;
-use hospital_proto::ingest::{IngestRequest, IngestResponse, Rejection};
+use hospital_proto::ingest::{Duplicate, IngestRequest, IngestResponse, Rejection, Warning};
 use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -135,6 +135,11 @@ pub struct SendReport {
     /// Events of acknowledged requests (committed or rejected).
     pub acknowledged: u64,
     pub rejections: Vec<Rejection>,
+    /// Committed events whose (source_system, event_id) was committed before: the first
+    /// copy counts (among `committed`).
+    pub duplicates: Vec<Duplicate>,
+    /// Parts of committed events set aside or flagged (an implausible reading, ...).
+    pub warnings: Vec<Warning>,
     /// Times the stream broke and unanswered requests were resent.
     pub reconnects: u32,
     pub elapsed: Duration,
@@ -444,6 +449,8 @@ async fn attempt(
                     report.committed += ack.committed_event_ids.len();
                     report.acknowledged += events as u64;
                     report.rejections.extend(ack.rejections.iter().cloned());
+                    report.duplicates.extend(ack.duplicates.iter().cloned());
+                    report.warnings.extend(ack.warnings.iter().cloned());
                     report.last_position = report.last_position.max(ack.committed_position);
                     on_ack(&ack, events);
                 }
