@@ -14,6 +14,7 @@ pub mod realtime;
 pub mod schema;
 pub mod server;
 pub mod staging;
+pub mod stamp;
 pub mod warehouse;
 
 /// Wall-clock time in ms since the Unix epoch (0 if the clock is before it).

@@ -46,6 +46,7 @@ use super::census::PatientLocation;
 use super::news2::{self, Acvpu, NotApplicable, Parameter, Parameters, RiskBand, Spo2Scale};
 use crate::error::Result;
 use crate::staging::fill_batch;
+use crate::stamp::{self, Keep, Stamp};
 use crate::warehouse::{keys, vitals};
 
 /// Where the patient is when an alert is raised (the census's view of the patient).
@@ -69,13 +70,6 @@ const RESPONSE_MEDIUM: &str = "urgent response: registered nurse to inform the m
 const RESPONSE_HIGH: &str = "emergency response: immediate assessment by a clinical team with critical-care \
      competencies, usually with transfer to a higher level of care; continuous monitoring of vital signs";
 
-/// When a value was charted: occurred_at, then staging position to break ties.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp {
-    at_ms: i64,
-    position: u64,
-}
-
 /// A value and when it was charted.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Stamped<T> {
@@ -83,10 +77,11 @@ struct Stamped<T> {
     value: T,
 }
 
-/// Keeps `value` in `slot` unless the slot holds a newer one.
+/// Keeps `value` in `slot` unless the slot holds a newer one ([`stamp::wins`], the
+/// platform's one order of facts).
 fn merge<T>(slot: &mut Option<Stamped<T>>, stamp: Stamp, value: Option<T>) {
     if let Some(value) = value {
-        if slot.as_ref().is_none_or(|s| stamp > s.stamp) {
+        if slot.as_ref().is_none_or(|s| stamp::wins(stamp, s.stamp, Keep::Latest)) {
             *slot = Some(Stamped { stamp, value });
         }
     }

@@ -9,7 +9,6 @@
 //!
 //! Owns: the table, the merge rule and the derived durations. Must not: decode events.
 
-use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 use clickhouse::Client;
@@ -20,6 +19,7 @@ use super::calendar::date_key;
 use super::reference::LocationCodes;
 use super::{fetch_by_keys, insert_rows, Version};
 use crate::error::Result;
+use crate::stamp::{wins, Keep};
 
 pub const TABLE: &str = "fact_encounter";
 
@@ -35,8 +35,12 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    fn order(&self) -> (i64, u64) {
-        (self.at_ms, self.position)
+    /// Where the milestone stands in the platform's one order of facts.
+    fn order(&self) -> crate::stamp::Stamp {
+        crate::stamp::Stamp {
+            at_ms: self.at_ms,
+            position: self.position,
+        }
     }
 }
 
@@ -83,14 +87,13 @@ pub struct EncounterState {
     pub transfers: BTreeSet<u64>,
 }
 
-/// Keeps `candidate` in `slot` if the slot is empty or `want` says the candidate's
-/// (time, position) beats the current one.
-fn keep<T>(slot: &mut Option<(Stamp, T)>, stamp: Stamp, value: T, want: Ordering) {
-    let replace = match slot {
-        None => true,
-        Some((current, _)) => stamp.order().cmp(&current.order()) == want,
-    };
-    if replace {
+/// Keeps `value` in `slot` if the slot is empty or its stamp wins by `keep`
+/// ([`crate::stamp::wins`], the order the live census and NEWS2 state use too).
+fn keep<T>(slot: &mut Option<(Stamp, T)>, stamp: Stamp, value: T, keep: Keep) {
+    if slot
+        .as_ref()
+        .is_none_or(|(current, _)| wins(stamp.order(), current.order(), keep))
+    {
         *slot = Some((stamp, value));
     }
 }
@@ -111,24 +114,17 @@ impl EncounterState {
         match event {
             EncounterEvent::Admission(info) => {
                 if !info.location.is_empty() {
-                    keep(
-                        &mut self.location,
-                        stamp.clone(),
-                        info.location.clone(),
-                        Ordering::Greater,
-                    );
+                    keep(&mut self.location, stamp.clone(), info.location.clone(), Keep::Latest);
                 }
-                keep(&mut self.admission, stamp, info, Ordering::Less);
+                keep(&mut self.admission, stamp, info, Keep::Earliest);
             }
             EncounterEvent::Transfer { to } => {
                 self.transfers.insert(stamp.position);
-                keep(&mut self.location, stamp, to, Ordering::Greater);
+                keep(&mut self.location, stamp, to, Keep::Latest);
             }
-            EncounterEvent::Discharge { disposition } => {
-                keep(&mut self.discharge, stamp, disposition, Ordering::Greater)
-            }
-            EncounterEvent::EdArrival(info) => keep(&mut self.ed_arrival, stamp, info, Ordering::Less),
-            EncounterEvent::EdTriage { acuity } => keep(&mut self.ed_triage, stamp, acuity, Ordering::Less),
+            EncounterEvent::Discharge { disposition } => keep(&mut self.discharge, stamp, disposition, Keep::Latest),
+            EncounterEvent::EdArrival(info) => keep(&mut self.ed_arrival, stamp, info, Keep::Earliest),
+            EncounterEvent::EdTriage { acuity } => keep(&mut self.ed_triage, stamp, acuity, Keep::Earliest),
         }
     }
 
