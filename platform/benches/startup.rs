@@ -31,6 +31,8 @@ use hospital_platform::staging::{StagedEvent, StagingWriter, WriterOptions};
 use hospital_platform::warehouse::bookkeeping::{self, PIPELINE};
 use hospital_platform::{db, schema};
 use hospital_proto::ingest::IngestRequest;
+use hospital_proto::realtime::census_service_client::CensusServiceClient;
+use hospital_proto::realtime::GetCensusRequest;
 use serde::Deserialize;
 
 #[global_allocator]
@@ -85,7 +87,7 @@ fn main() {
             r.elapsed.as_secs_f64() * 1000.0,
         );
     }
-    println!("\nEach part runs alone, in this process, with clients that log their queries: rows read, MiB read and ClickHouse peak are the sum, sum and maximum over the part's queries in system.query_log. 'whole start-up' is the hospital-platform binary started on the loaded warehouse, timed until its gRPC port accepts connections; platform peak MiB is its VmHWM then.");
+    println!("\nEach part runs alone, in this process, with clients that log their queries: rows read, MiB read and ClickHouse peak are the sum, sum and maximum over the part's queries in system.query_log. 'whole start-up' is the hospital-platform binary started on the loaded warehouse, timed until it answers GetCensus; platform peak MiB is its VmHWM then.");
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -282,9 +284,17 @@ async fn period(days: i64) -> (String, Vec<Row>) {
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start hospital-platform");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Started when it answers a census request (the port is bound before the loads).
+    loop {
         assert!(platform.try_wait().unwrap().is_none(), "hospital-platform exited");
-        std::thread::sleep(Duration::from_millis(5));
+        let answered = match CensusServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+            Ok(mut c) => c.get_census(GetCensusRequest::default()).await.is_ok(),
+            Err(_) => false,
+        };
+        if answered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
     let peak_kib = vm_hwm_kib(&platform.id().to_string());

@@ -1,6 +1,7 @@
 //! The live census: occupancy per ward and department and the ED waiting list, kept
 //! event by event from committed canonical events and rebuilt at start-up from the
-//! warehouse ([`CensusState::load`], then the staging events after its watermark).
+//! warehouse ([`CensusState::load`], then the staging events after its watermark). The
+//! warehouse reads are [`crate::warehouse::census`]'s; this module keeps the rules.
 //!
 //! Owns: the bed manager's rules (who occupies which bed, which beds are blocked, who
 //! waits in the ED) and the census messages. Must not: read staging, write anywhere, or
