@@ -57,6 +57,12 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lab_text_icu_stays",
         sql: include_str!("../migrations/warehouse/0005_lab_text_icu_stays.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 6,
+        name: "bed_status_current",
+        sql: include_str!("../migrations/warehouse/0006_bed_status_current.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]

@@ -296,6 +296,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                     let mut tables: Vec<_> = s.table_rows.into_iter().collect();
                     tables.sort();
+                    println!("  rows stored per table (versions not merged away yet included):");
                     for (table, rows) in tables {
                         println!("  {table:<28} {rows:>10}");
                     }

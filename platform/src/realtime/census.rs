@@ -1,6 +1,7 @@
 //! The live census: occupancy per ward and department and the ED waiting list, kept
 //! event by event from committed canonical events and rebuilt at start-up from the
-//! warehouse ([`CensusState::load`], then the staging events after its watermark).
+//! warehouse ([`CensusState::load`], then the staging events after its watermark). The
+//! warehouse reads are [`crate::warehouse::census`]'s; this module keeps the rules.
 //!
 //! Owns: the bed manager's rules (who occupies which bed, which beds are blocked, who
 //! waits in the ED) and the census messages. Must not: read staging, write anywhere, or
@@ -23,13 +24,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use clickhouse::Client;
 use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item, BedState};
 use hospital_proto::realtime::{self as rt, census_update::Update};
-use serde::Deserialize;
 
 use crate::error::Result;
 use crate::warehouse::bookkeeping::{self, PIPELINE};
-use crate::warehouse::encounter::EncounterRow;
-use crate::warehouse::fetch_by_keys;
-use crate::warehouse::patient::PatientIdentity;
+use crate::warehouse::census as warehouse_census;
 use crate::warehouse::reference::LocationCodes;
 
 /// How long a discharge is remembered, measured back from the newest discharge seen.
@@ -208,14 +206,7 @@ impl CensusState {
         let mut state = Self::new();
         state.position = watermark;
 
-        let wards: Vec<WardRow> = warehouse
-            .query(
-                "SELECT department_code, ward_code, department_name, ward_name, bed_count, ref_at_ms, \
-                 ref_position FROM dim_location FINAL WHERE level = 'ward' AND is_inferred = 0",
-            )
-            .fetch_all()
-            .await?;
-        for w in wards {
+        for w in warehouse_census::wards(warehouse).await? {
             state.wards.insert(
                 (w.department_code, w.ward_code),
                 WardInfo {
@@ -230,69 +221,34 @@ impl CensusState {
             );
         }
 
-        // Aliases differ from column names: 18.16 substitutes an alias into every other
-        // use of its name. argMax over a tuple works on 18.16 and current releases.
-        let beds: Vec<BedRow> = warehouse
-            .query(
-                "SELECT department_code, ward_code, bed_code, \
-                 argMax(state, (occurred_at_ms, source_position)) AS last_state, \
-                 argMax(occurred_at_ms, (occurred_at_ms, source_position)) AS last_at, \
-                 argMax(source_position, (occurred_at_ms, source_position)) AS last_position \
-                 FROM fact_bed_status FINAL WHERE is_deleted = 0 AND ward_code != '' AND bed_code != '' \
-                 GROUP BY department_code, ward_code, bed_code",
-            )
-            .fetch_all()
-            .await?;
-        for b in beds {
+        for b in warehouse_census::current_beds(warehouse).await? {
             state.beds.entry((b.department_code, b.ward_code)).or_default().insert(
                 b.bed_code,
                 Bed {
                     from: Stamp {
-                        at_ms: b.last_at,
-                        position: b.last_position,
+                        at_ms: b.occurred_at_ms,
+                        position: b.source_position,
                     },
-                    blocking: blocking_label(&b.last_state),
+                    blocking: blocking_label(&b.state),
                 },
             );
         }
 
-        let newest: NewestDischarge = warehouse
-            .query("SELECT max(discharged_at_ms) AS newest FROM fact_encounter FINAL WHERE is_deleted = 0")
-            .fetch_one()
-            .await?;
-        if let Some(newest) = newest.newest {
-            state.newest_discharge_ms = Some(newest);
-            let tombstones: Vec<TombstoneRow> = warehouse
-                .query(
-                    "SELECT encounter_id, assumeNotNull(discharged_at_ms) AS discharged \
-                     FROM fact_encounter FINAL WHERE is_deleted = 0 AND discharged_at_ms >= ?",
-                )
-                .bind(newest.saturating_sub(TOMBSTONE_RETENTION_MS))
-                .fetch_all()
-                .await?;
-            state.tombstones = tombstones.into_iter().map(|t| (t.encounter_id, t.discharged)).collect();
-            state.prune_at = MIN_PRUNE_AT.max(2 * state.tombstones.len());
-        }
-
-        let open: Vec<EncounterRow> = warehouse
-            .query("SELECT ?fields FROM fact_encounter FINAL WHERE is_deleted = 0 AND discharged_at_ms IS NULL")
-            .fetch_all()
-            .await?;
-        let keys: Vec<String> = open
-            .iter()
-            .map(|e| e.patient_key.to_string())
-            .collect::<BTreeSet<_>>()
+        // Open encounters and the discharges within the retention of the newest one.
+        let (discharged, open): (Vec<_>, Vec<_>) =
+            warehouse_census::open_and_recently_discharged(warehouse, TOMBSTONE_RETENTION_MS)
+                .await?
+                .into_iter()
+                .partition(|e| e.discharged_at_ms.is_some());
+        state.newest_discharge_ms = discharged.iter().filter_map(|e| e.discharged_at_ms).max();
+        state.tombstones = discharged
             .into_iter()
+            .filter_map(|e| Some((e.encounter_id, e.discharged_at_ms?)))
             .collect();
-        let identities: HashMap<uuid::Uuid, PatientKey> = fetch_by_keys::<_, PatientIdentity>(
-            warehouse,
-            "SELECT ?fields FROM patient_identity FINAL WHERE patient_key IN ?",
-            &keys,
-        )
-        .await?
-        .into_iter()
-        .map(|i| (i.patient_key, (i.assigning_authority, i.mrn)))
-        .collect();
+        state.prune_at = MIN_PRUNE_AT.max(2 * state.tombstones.len());
+
+        let keys: Vec<uuid::Uuid> = open.iter().map(|e| e.patient_key).collect();
+        let identities = warehouse_census::identities(warehouse, &keys).await?;
         for row in open {
             let stamp = |at: Option<i64>, position: u64| at.map(|at_ms| Stamp { at_ms, position });
             let encounter = Encounter {
@@ -730,38 +686,6 @@ fn timestamp(ms: i64) -> prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: i32::try_from(ms.rem_euclid(1000) * 1_000_000).unwrap_or(0),
     }
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct WardRow {
-    department_code: String,
-    ward_code: String,
-    department_name: String,
-    ward_name: String,
-    bed_count: u32,
-    ref_at_ms: i64,
-    ref_position: u64,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct BedRow {
-    department_code: String,
-    ward_code: String,
-    bed_code: String,
-    last_state: String,
-    last_at: i64,
-    last_position: u64,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct NewestDischarge {
-    newest: Option<i64>,
-}
-
-#[derive(Debug, clickhouse::Row, Deserialize)]
-struct TombstoneRow {
-    encounter_id: String,
-    discharged: i64,
 }
 
 #[cfg(test)]

@@ -173,65 +173,50 @@ pub async fn register(client: &Client, entries: &[RegistryEntry]) -> Result<u64>
     insert_rows(client, REGISTRY_TABLE, entries).await
 }
 
-/// Tables reported by status, with the filter that counts their live rows.
-pub const COUNTED_TABLES: &[(&str, &str)] = &[
-    (
-        "event_registry",
-        "SELECT uniqExact(source_system, event_id) FROM event_registry",
-    ),
-    ("load_errors", "SELECT count() FROM load_errors FINAL"),
-    (
-        "dim_patient",
-        "SELECT count() FROM dim_patient FINAL WHERE is_deleted = 0",
-    ),
-    ("dim_location", "SELECT count() FROM dim_location FINAL"),
-    ("dim_drug", "SELECT count() FROM dim_drug FINAL"),
-    ("dim_payer", "SELECT count() FROM dim_payer FINAL"),
-    ("dim_date", "SELECT count() FROM dim_date FINAL"),
-    (
-        "fact_encounter",
-        "SELECT count() FROM fact_encounter FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_transfer",
-        "SELECT count() FROM fact_transfer FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_vital_sign",
-        "SELECT count() FROM fact_vital_sign FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_lab_result",
-        "SELECT count() FROM fact_lab_result FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_medication",
-        "SELECT count() FROM fact_medication FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_charge",
-        "SELECT count() FROM fact_charge FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_bed_status",
-        "SELECT count() FROM fact_bed_status FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_diagnosis",
-        "SELECT count() FROM fact_diagnosis FINAL WHERE is_deleted = 0",
-    ),
-    (
-        "fact_procedure",
-        "SELECT count() FROM fact_procedure FINAL WHERE is_deleted = 0",
-    ),
+/// Tables reported by status.
+pub const COUNTED_TABLES: &[&str] = &[
+    "event_registry",
+    "load_errors",
+    "dim_patient",
+    "dim_location",
+    "dim_drug",
+    "dim_payer",
+    "dim_date",
+    "fact_encounter",
+    "fact_transfer",
+    "fact_vital_sign",
+    "fact_lab_result",
+    "fact_medication",
+    "fact_charge",
+    "fact_bed_status",
+    "fact_diagnosis",
+    "fact_procedure",
 ];
 
-/// Live rows per table (exact: FINAL and without tombstones).
+/// Rows stored per table: the rows of its active parts, from `system.parts` (one query
+/// that reads part metadata, not the tables, so it costs the same whatever their size).
+/// That is the live rows plus older versions and tombstones ClickHouse has not merged
+/// away yet: never fewer than the live rows, and equal to them once merges have caught
+/// up. `client` must address the `warehouse` database.
 pub async fn table_rows(client: &Client) -> Result<Vec<(String, u64)>> {
-    let mut out = Vec::with_capacity(COUNTED_TABLES.len());
-    for (table, sql) in COUNTED_TABLES {
-        let n = client.query(sql).fetch_one::<u64>().await?;
-        out.push((table.to_string(), n));
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Stored {
+        table: String,
+        stored: u64,
     }
-    Ok(out)
+    let stored: HashMap<String, u64> = client
+        .query(
+            "SELECT table, sum(rows) AS stored FROM system.parts \
+             WHERE active AND database = currentDatabase() AND table IN ? GROUP BY table",
+        )
+        .bind(crate::db::InList(COUNTED_TABLES))
+        .fetch_all::<Stored>()
+        .await?
+        .into_iter()
+        .map(|s| (s.table, s.stored))
+        .collect();
+    Ok(COUNTED_TABLES
+        .iter()
+        .map(|t| (t.to_string(), stored.get(*t).copied().unwrap_or(0)))
+        .collect())
 }

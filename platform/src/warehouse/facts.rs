@@ -11,7 +11,7 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{insert_rows, Version};
+use super::{census, insert_rows, Version};
 use crate::error::Result;
 
 pub const TRANSFER_TABLE: &str = "fact_transfer";
@@ -266,7 +266,9 @@ pub struct EventFacts {
 }
 
 impl EventFacts {
-    /// Writes every table (one insert each); returns rows written per table.
+    /// Writes every table (one insert each), then the current state of the beds whose
+    /// latest state the bed-status facts change ([`census::write_current_beds`]);
+    /// returns rows written per table.
     pub async fn write(&self, client: &Client) -> Result<Vec<(&'static str, u64)>> {
         Ok(vec![
             (
@@ -293,6 +295,11 @@ impl EventFacts {
             (
                 BED_STATUS_TABLE,
                 insert_rows(client, BED_STATUS_TABLE, &self.bed_status).await?,
+            ),
+            // After the facts it summarises: a crash in between is redone with them.
+            (
+                census::BED_CURRENT_TABLE,
+                census::write_current_beds(client, &self.bed_status).await?,
             ),
             (
                 DIAGNOSIS_TABLE,

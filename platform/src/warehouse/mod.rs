@@ -14,6 +14,7 @@
 
 pub mod bookkeeping;
 pub mod calendar;
+pub mod census;
 pub mod encounter;
 pub mod facts;
 pub mod icu;

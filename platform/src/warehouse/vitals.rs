@@ -94,17 +94,19 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
 
     // Per patient: the newest set time, and the position of the newest set that stated
     // a scale (by time, then position). One pass over the set table, grouped by patient.
+    let window_sets = format!(
+        "FROM (SELECT * FROM {VITAL_SIGN_SET_TABLE} FINAL WHERE is_deleted = 0) AS s \
+         ANY INNER JOIN ( \
+           SELECT patient_key, max(taken_at_ms) AS newest_ms, \
+             argMaxIf(source_position, (taken_at_ms, source_position), spo2_scale != '') AS scale_position \
+           FROM {VITAL_SIGN_SET_TABLE} FINAL WHERE is_deleted = 0 GROUP BY patient_key \
+         ) AS p USING patient_key \
+         WHERE s.taken_at_ms >= p.newest_ms - ? OR s.source_position = p.scale_position"
+    );
     let sets = warehouse
         .query(&format!(
             "SELECT s.patient_key, s.source_position, s.source_system, s.source_event_id, s.encounter_id, \
-               s.taken_at_ms, s.consciousness, s.supplemental_oxygen, s.spo2_scale \
-             FROM (SELECT * FROM {VITAL_SIGN_SET_TABLE} FINAL WHERE is_deleted = 0) AS s \
-             ANY INNER JOIN ( \
-               SELECT patient_key, max(taken_at_ms) AS newest_ms, \
-                 argMaxIf(source_position, (taken_at_ms, source_position), spo2_scale != '') AS scale_position \
-               FROM {VITAL_SIGN_SET_TABLE} FINAL WHERE is_deleted = 0 GROUP BY patient_key \
-             ) AS p USING patient_key \
-             WHERE s.taken_at_ms >= p.newest_ms - ? OR s.source_position = p.scale_position \
+               s.taken_at_ms, s.consciousness, s.supplemental_oxygen, s.spo2_scale {window_sets} \
              ORDER BY s.source_position"
         ))
         .bind(window_ms)
@@ -113,19 +115,20 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
     if sets.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let positions: Vec<u64> = sets.iter().map(|s| s.source_position).collect();
     let mut keys: Vec<String> = sets.iter().map(|s| s.patient_key.to_string()).collect();
     keys.sort();
     keys.dedup();
-    let observations: Vec<ObservationRow> = super::fetch_by_keys(
-        warehouse,
-        &format!(
+    // The observations of those sets in one pass: fact_vital_sign is keyed by date, so a
+    // lookup by position lists would scan it once per list.
+    let observations: Vec<ObservationRow> = warehouse
+        .query(&format!(
             "SELECT source_position, loinc_code, value, unit FROM {VITAL_SIGN_TABLE} FINAL \
-             WHERE is_deleted = 0 AND source_position IN ? ORDER BY source_position, observation_index"
-        ),
-        &positions,
-    )
-    .await?;
+             WHERE is_deleted = 0 AND source_position IN (SELECT s.source_position {window_sets}) \
+             ORDER BY source_position, observation_index"
+        ))
+        .bind(window_ms)
+        .fetch_all()
+        .await?;
     let identities: HashMap<Uuid, (String, String)> = super::fetch_by_keys::<_, Identity>(
         warehouse,
         "SELECT patient_key, assigning_authority, mrn FROM patient_identity FINAL WHERE patient_key IN ?",
