@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::dedup::Keyed;
 use crate::warehouse::bookkeeping::RegistryEntry;
 use crate::warehouse::calendar::date_key;
-use crate::warehouse::encounter::{AdmissionInfo, EdArrivalInfo, EncounterEvent, Stamp};
+use crate::warehouse::encounter::{EncounterEvent, Stamp};
 use crate::warehouse::facts::{
     charge_amount_minor, EventFacts, FactBedStatus, FactCharge, FactDiagnosis, FactLabResult, FactMedication,
     FactProcedure, FactTransfer, FactVitalSign, FactVitalSignSet,
@@ -23,7 +23,8 @@ use crate::warehouse::keys::patient_key;
 use crate::warehouse::patient::{DemographicEvent, PatientIdentity, SourceRef};
 use crate::warehouse::reference::{DimDrug, DimPayer, LocationCodes, Provenance, WardRef};
 use crate::warehouse::vitals::spo2_scale_label;
-use crate::warehouse::{enum_label, Version};
+use crate::warehouse::reference::codes;
+use crate::warehouse::{label, Version};
 
 /// The columns of `staging.events` a load reads (not `raw`: the canonical payload is
 /// what the warehouse is built from).
@@ -101,19 +102,6 @@ fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
     t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000
 }
 
-macro_rules! label {
-    ($enum:ty, $value:expr, $prefix:literal) => {
-        <$enum>::try_from($value)
-            .map(|e| enum_label(e.as_str_name(), $prefix))
-            .unwrap_or_default()
-    };
-}
-
-fn codes(l: Option<&pb::Location>) -> LocationCodes {
-    l.map(|l| LocationCodes::new(&l.department_code, &l.ward_code, &l.bed_code))
-        .unwrap_or_default()
-}
-
 /// Everything one chunk contributes to the warehouse.
 #[derive(Debug, Default)]
 pub struct ChunkPlan {
@@ -189,12 +177,12 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
     if is_fact {
         p.date_keys.insert(day);
     }
-    let encounter = |p: &mut ChunkPlan, id: &str, ev: EncounterEvent| {
+    if let Some((id, ev)) = EncounterEvent::from_payload(&e.payload) {
         p.encounters
             .entry(id.to_string())
             .or_default()
             .push((stamp.clone(), patient, ev));
-    };
+    }
 
     match &e.payload {
         Payload::PatientRegistered(d) | Payload::PatientUpdated(d) => {
@@ -227,18 +215,6 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
             if !a.payer_code.is_empty() {
                 p.payers.push(inferred_payer(&a.payer_code, &from));
             }
-            encounter(
-                p,
-                &a.encounter_id,
-                EncounterEvent::Admission(AdmissionInfo {
-                    encounter_class: label!(pb::EncounterClass, a.encounter_class, "ENCOUNTER_CLASS"),
-                    admission_type: label!(pb::AdmissionType, a.admission_type, "ADMISSION_TYPE"),
-                    location,
-                    attending_practitioner: a.attending_practitioner.clone(),
-                    admitting_diagnosis: a.admitting_diagnosis.clone(),
-                    payer_code: a.payer_code.clone(),
-                }),
-            );
         }
         Payload::Transfer(t) => {
             let (from_loc, to_loc) = (codes(t.from.as_ref()), codes(t.to.as_ref()));
@@ -247,7 +223,6 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                     p.seen_locations.push((l.clone(), from.clone()));
                 }
             }
-            encounter(p, &t.encounter_id, EncounterEvent::Transfer { to: to_loc.clone() });
             p.facts.transfers.push(FactTransfer {
                 date_key: day,
                 source_system: e.source_system.clone(),
@@ -268,35 +243,13 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                 version,
             });
         }
-        Payload::Discharge(d) => encounter(
-            p,
-            &d.encounter_id,
-            EncounterEvent::Discharge {
-                disposition: label!(pb::DischargeDisposition, d.disposition, "DISCHARGE_DISPOSITION"),
-            },
-        ),
+        Payload::Discharge(_) | Payload::EdTriage(_) => {}
         Payload::EdArrival(a) => {
             if !a.department_code.is_empty() {
                 p.seen_locations
                     .push((LocationCodes::new(&a.department_code, "", ""), from.clone()));
             }
-            encounter(
-                p,
-                &a.encounter_id,
-                EncounterEvent::EdArrival(EdArrivalInfo {
-                    arrival_mode: label!(pb::ArrivalMode, a.arrival_mode, "ARRIVAL_MODE"),
-                    chief_complaint: a.chief_complaint.clone(),
-                    department_code: a.department_code.clone(),
-                }),
-            );
         }
-        Payload::EdTriage(t) => encounter(
-            p,
-            &t.encounter_id,
-            EncounterEvent::EdTriage {
-                acuity: u8::try_from(t.acuity).ok().filter(|a| *a > 0),
-            },
-        ),
         Payload::VitalSigns(v) => {
             let consciousness = label!(pb::Consciousness, v.consciousness, "CONSCIOUSNESS");
             for (i, o) in v.observations.iter().enumerate() {

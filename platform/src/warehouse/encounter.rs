@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::calendar::date_key;
-use super::reference::LocationCodes;
+use super::reference::{codes, LocationCodes};
+use hospital_proto::events::{self as pb, clinical_event::Payload};
 use super::{fetch_by_keys, insert_rows, Version};
 use crate::error::Result;
 use crate::stamp::{wins, Keep};
@@ -70,6 +71,54 @@ pub enum EncounterEvent {
     Discharge { disposition: String },
     EdArrival(EdArrivalInfo),
     EdTriage { acuity: Option<u8> },
+}
+
+impl EncounterEvent {
+    /// The encounter event a payload is, with its encounter id: the one reading of
+    /// admissions, transfers, discharges and ED events shared by the warehouse load and
+    /// the live census.
+    pub fn from_payload(payload: &Payload) -> Option<(&str, EncounterEvent)> {
+        Some(match payload {
+            Payload::Admission(a) => (
+                &a.encounter_id,
+                EncounterEvent::Admission(AdmissionInfo {
+                    encounter_class: label!(pb::EncounterClass, a.encounter_class, "ENCOUNTER_CLASS"),
+                    admission_type: label!(pb::AdmissionType, a.admission_type, "ADMISSION_TYPE"),
+                    location: codes(a.location.as_ref()),
+                    attending_practitioner: a.attending_practitioner.clone(),
+                    admitting_diagnosis: a.admitting_diagnosis.clone(),
+                    payer_code: a.payer_code.clone(),
+                }),
+            ),
+            Payload::Transfer(t) => (
+                &t.encounter_id,
+                EncounterEvent::Transfer {
+                    to: codes(t.to.as_ref()),
+                },
+            ),
+            Payload::Discharge(d) => (
+                &d.encounter_id,
+                EncounterEvent::Discharge {
+                    disposition: label!(pb::DischargeDisposition, d.disposition, "DISCHARGE_DISPOSITION"),
+                },
+            ),
+            Payload::EdArrival(a) => (
+                &a.encounter_id,
+                EncounterEvent::EdArrival(EdArrivalInfo {
+                    arrival_mode: label!(pb::ArrivalMode, a.arrival_mode, "ARRIVAL_MODE"),
+                    chief_complaint: a.chief_complaint.clone(),
+                    department_code: a.department_code.clone(),
+                }),
+            ),
+            Payload::EdTriage(t) => (
+                &t.encounter_id,
+                EncounterEvent::EdTriage {
+                    acuity: u8::try_from(t.acuity).ok().filter(|a| *a > 0),
+                },
+            ),
+            _ => return None,
+        })
+    }
 }
 
 /// The merged state of one encounter.

@@ -12,6 +12,17 @@
 //! the table's natural key, `version` = the load sequence of the chunk that wrote the
 //! row), so reads use `FINAL`; `is_deleted = 1` marks a tombstone.
 
+/// The label of a protobuf enum field's value (`label!(pb::EncounterClass, raw,
+/// "ENCOUNTER_CLASS")` -> "day_case"), empty for unknown and unspecified values.
+macro_rules! label {
+    ($enum:ty, $value:expr, $prefix:literal) => {
+        <$enum>::try_from($value)
+            .map(|e| $crate::warehouse::enum_label(e.as_str_name(), $prefix))
+            .unwrap_or_default()
+    };
+}
+pub(crate) use label;
+
 pub mod bookkeeping;
 pub mod calendar;
 pub mod census;

@@ -377,6 +377,12 @@ pub async fn write_locations(client: &Client, rows: &[DimLocation]) -> Result<u6
     insert_rows(client, LOCATION_TABLE, rows).await
 }
 
+/// The codes of a location as sent (an absent location has empty codes).
+pub fn codes(l: Option<&hospital_proto::events::Location>) -> LocationCodes {
+    l.map(|l| LocationCodes::new(&l.department_code, &l.ward_code, &l.bed_code))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
