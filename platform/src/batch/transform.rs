@@ -21,9 +21,9 @@ use crate::warehouse::facts::{
 };
 use crate::warehouse::keys::patient_key;
 use crate::warehouse::patient::{DemographicEvent, PatientIdentity, SourceRef};
+use crate::warehouse::reference::codes;
 use crate::warehouse::reference::{DimDrug, DimPayer, LocationCodes, Provenance, WardRef};
 use crate::warehouse::vitals::spo2_scale_label;
-use crate::warehouse::reference::codes;
 use crate::warehouse::{label, Version};
 
 /// The columns of `staging.events` a load reads (not `raw`: the canonical payload is

@@ -7,8 +7,10 @@
 //! waits in the ED) and the census messages. Must not: read staging, write anywhere, or
 //! keep history; [`CensusState`] is plain data and does no I/O besides `load`.
 //!
-//! The rules mirror the warehouse's encounter snapshot
-//! ([`crate::warehouse::encounter`]) so that a state loaded from the warehouse and one
+//! An encounter's milestones are merged by the warehouse's own encounter merge
+//! ([`crate::warehouse::encounter::EncounterState`], events read by
+//! [`EncounterEvent::from_payload`]), and every choice between two facts uses the
+//! platform's one order ([`crate::stamp`]), so a state loaded from the warehouse and one
 //! built from every event agree:
 //! - an encounter's location is its latest admission (with a location) or transfer by
 //!   `occurred_at`, ties by staging position: an older move never moves it back;
@@ -19,15 +21,18 @@
 //! - encounter events without a patient (MRN) or encounter id are ignored, as the
 //!   warehouse load rejects them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use clickhouse::Client;
 use hospital_proto::events::{self as pb, clinical_event::Payload, reference_data::Item, BedState};
 use hospital_proto::realtime::{self as rt, census_update::Update};
 
 use crate::error::Result;
+use crate::stamp::{self, Keep, Stamp};
 use crate::warehouse::bookkeeping::{self, PIPELINE};
 use crate::warehouse::census as warehouse_census;
+use crate::warehouse::encounter::{EncounterEvent, EncounterState, Stamp as EncounterStamp};
+use crate::warehouse::keys;
 use crate::warehouse::reference::LocationCodes;
 
 /// How long a discharge is remembered, measured back from the newest discharge seen.
@@ -54,68 +59,57 @@ type PatientKey = (String, String);
 /// A ward by (department code, ward code).
 type WardKey = (String, String);
 
-/// When a fact happened, and its staging position to break ties.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct Stamp {
-    at_ms: i64,
-    position: u64,
-}
-
-/// Keeps `value` in `slot` if the slot is empty or `stamp` beats the current one: the
-/// later (time, position) if `later_wins`, else the earlier.
-fn keep<T>(slot: &mut Option<(Stamp, T)>, stamp: Stamp, value: T, later_wins: bool) {
-    let replace = match slot {
-        None => true,
-        Some((current, _)) if later_wins => stamp > *current,
-        Some((current, _)) => stamp < *current,
-    };
-    if replace {
-        *slot = Some((stamp, value));
-    }
-}
-
-/// An open encounter, reduced to what the census needs.
+/// An open encounter: the warehouse's encounter merge ([`EncounterState`]: earliest
+/// admission, ED arrival and triage, latest location) and the patient by MRN.
 #[derive(Debug, Clone, Default)]
 struct Encounter {
     /// The patient of the encounter's first staged event (lowest position).
     patient: Option<(u64, PatientKey)>,
-    /// Department of the earliest admission (empty if it had no location).
-    admission: Option<(Stamp, String)>,
-    location: Option<(Stamp, LocationCodes)>,
-    /// Department of the earliest ED arrival.
-    ed_arrival: Option<(Stamp, String)>,
-    /// The first triage and its acuity (None: not a valid 1..=255 acuity).
-    triage: Option<(Stamp, Option<u8>)>,
-    /// (source_system, event_id) of the events merged since start-up: a resend of one
-    /// of them is absorbed, as the warehouse keeps the first staged copy.
-    seen: HashSet<(String, String)>,
+    state: EncounterState,
 }
 
 impl Encounter {
+    fn location(&self) -> Option<&(EncounterStamp, LocationCodes)> {
+        self.state.location.as_ref()
+    }
+
+    /// Department of the earliest admission (empty if it had no location).
+    fn admission_department(&self) -> Option<&str> {
+        self.state
+            .admission
+            .as_ref()
+            .map(|(_, a)| a.location.department_code.as_str())
+    }
+
+    /// When and at which department the patient arrived at the ED, if they did.
+    fn ed_arrival(&self) -> Option<(&EncounterStamp, &str)> {
+        self.state
+            .ed_arrival
+            .as_ref()
+            .map(|(s, a)| (s, a.department_code.as_str()))
+    }
+
     /// The ward and bed the encounter occupies.
     fn bed(&self) -> Option<(WardKey, String)> {
-        let (_, l) = self.location.as_ref()?;
+        let (_, l) = self.location()?;
         (!l.ward_code.is_empty()).then(|| ((l.department_code.clone(), l.ward_code.clone()), l.bed_code.clone()))
     }
 
     /// On the ED waiting list: arrived, not discharged (open), and neither admitted nor
     /// moved to a department other than the arrival's.
     fn waiting_in_ed(&self) -> bool {
-        let Some((_, ed_department)) = &self.ed_arrival else {
+        let Some((_, ed_department)) = self.ed_arrival() else {
             return false;
         };
         let elsewhere = |d: &str| !d.is_empty() && d != ed_department;
-        let admitted_elsewhere = self.admission.as_ref().is_some_and(|(_, d)| elsewhere(d));
-        let moved_elsewhere = self
-            .location
-            .as_ref()
-            .is_some_and(|(_, l)| elsewhere(&l.department_code));
+        let admitted_elsewhere = self.admission_department().is_some_and(elsewhere);
+        let moved_elsewhere = self.location().is_some_and(|(_, l)| elsewhere(&l.department_code));
         !(admitted_elsewhere || moved_elsewhere)
     }
 
     /// Has a (non-empty) location and is not waiting in the ED.
     fn is_inpatient(&self) -> bool {
-        self.location.as_ref().is_some_and(|(_, l)| !l.is_empty()) && !self.waiting_in_ed()
+        self.location().is_some_and(|(_, l)| !l.is_empty()) && !self.waiting_in_ed()
     }
 }
 
@@ -185,9 +179,18 @@ impl CensusState {
             departments.insert(d.clone());
         }
         for e in self.encounters.values() {
-            let located = e.location.iter().map(|(_, l)| &l.department_code);
-            let arrived = e.admission.iter().chain(&e.ed_arrival).map(|(_, d)| d);
-            departments.extend(located.chain(arrived).filter(|d| !d.is_empty()).cloned());
+            let located = e.location().map(|(_, l)| l.department_code.as_str());
+            let arrived = e
+                .admission_department()
+                .into_iter()
+                .chain(e.ed_arrival().map(|(_, d)| d));
+            departments.extend(
+                located
+                    .into_iter()
+                    .chain(arrived)
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string),
+            );
         }
         wards.remove("");
         departments.remove("");
@@ -250,23 +253,11 @@ impl CensusState {
         let keys: Vec<uuid::Uuid> = open.iter().map(|e| e.patient_key).collect();
         let identities = warehouse_census::identities(warehouse, &keys).await?;
         for row in open {
-            let stamp = |at: Option<i64>, position: u64| at.map(|at_ms| Stamp { at_ms, position });
             let encounter = Encounter {
                 patient: identities
                     .get(&row.patient_key)
                     .map(|p| (row.patient_position, p.clone())),
-                admission: stamp(row.admitted_at_ms, row.admission_position)
-                    .map(|s| (s, row.admission_department_code.clone())),
-                location: stamp(row.location_at_ms, row.location_position).map(|s| {
-                    (
-                        s,
-                        LocationCodes::new(&row.department_code, &row.ward_code, &row.bed_code),
-                    )
-                }),
-                ed_arrival: stamp(row.ed_arrival_at_ms, row.ed_arrival_position)
-                    .map(|s| (s, row.ed_department_code.clone())),
-                triage: stamp(row.ed_triage_at_ms, row.ed_triage_position).map(|s| (s, row.acuity)),
-                seen: HashSet::new(),
+                state: row.to_state(),
             };
             state.insert_encounter(row.encounter_id, encounter);
         }
@@ -318,7 +309,10 @@ impl CensusState {
                 };
                 self.with_ward_updates(std::slice::from_ref(&ward), &mut updates, |s| {
                     let beds = s.beds.entry(ward.clone()).or_default();
-                    if beds.get(&l.bed_code).is_none_or(|current| bed.from > current.from) {
+                    if beds
+                        .get(&l.bed_code)
+                        .is_none_or(|current| stamp::wins(bed.from, current.from, Keep::Latest))
+                    {
                         beds.insert(l.bed_code.clone(), bed);
                     }
                 });
@@ -334,7 +328,10 @@ impl CensusState {
                     bed_count: w.bed_count,
                 };
                 self.with_ward_updates(std::slice::from_ref(&ward), &mut updates, |s| {
-                    if s.wards.get(&ward).is_none_or(|current| info.from > current.from) {
+                    if s.wards
+                        .get(&ward)
+                        .is_none_or(|current| stamp::wins(info.from, current.from, Keep::Latest))
+                    {
                         s.wards.insert(ward.clone(), info);
                     }
                 });
@@ -375,10 +372,6 @@ impl CensusState {
             }
             return;
         }
-        let key = (event.source_system.clone(), event.event_id.clone());
-        if !event.event_id.is_empty() && self.encounters.get(encounter_id).is_some_and(|e| e.seen.contains(&key)) {
-            return;
-        }
 
         let before_bed = self.encounters.get(encounter_id).and_then(Encounter::bed);
         let target_ward = match payload {
@@ -404,27 +397,18 @@ impl CensusState {
                 return;
             }
             let mut e = s.take_encounter(encounter_id);
-            if !event.event_id.is_empty() {
-                e.seen.insert(key);
-            }
             if e.patient.as_ref().is_none_or(|(p, _)| stamp.position < *p) {
-                e.patient = Some((stamp.position, patient));
+                e.patient = Some((stamp.position, patient.clone()));
             }
-            match payload {
-                Payload::Admission(a) => {
-                    let location = codes(a.location.as_ref());
-                    keep(&mut e.admission, stamp, location.department_code.clone(), false);
-                    if !location.is_empty() {
-                        keep(&mut e.location, stamp, location, true);
-                    }
-                }
-                Payload::Transfer(t) => keep(&mut e.location, stamp, codes(t.to.as_ref()), true),
-                Payload::EdArrival(a) => keep(&mut e.ed_arrival, stamp, a.department_code.clone(), false),
-                Payload::EdTriage(t) => {
-                    let acuity = u8::try_from(t.acuity).ok().filter(|a| *a > 0);
-                    keep(&mut e.triage, stamp, acuity, false);
-                }
-                _ => {}
+            // The warehouse's merge, so the census and fact_encounter agree.
+            if let Some((_, merged)) = EncounterEvent::from_payload(payload) {
+                let (authority, mrn) = &patient;
+                let milestone = EncounterStamp {
+                    at_ms: stamp.at_ms,
+                    position: stamp.position,
+                    event_id: event.event_id.clone(),
+                };
+                e.state.apply(milestone, keys::patient_key(authority, mrn), merged);
             }
             s.insert_encounter(encounter_id.clone(), e);
         });
@@ -577,7 +561,7 @@ impl CensusState {
         if !e.waiting_in_ed() {
             return None;
         }
-        let (arrived, _) = e.ed_arrival.as_ref()?;
+        let (arrived, _) = e.ed_arrival()?;
         Some(rt::EdPatient {
             patient: e.patient.as_ref().map(|(_, (authority, mrn))| pb::PatientRef {
                 mrn: mrn.clone(),
@@ -585,8 +569,8 @@ impl CensusState {
             }),
             encounter_id: encounter_id.to_string(),
             arrived_at: Some(timestamp(arrived.at_ms)),
-            acuity: e.triage.as_ref().and_then(|(_, a)| *a).map_or(0, u32::from),
-            triaged_at: e.triage.as_ref().map(|(s, _)| timestamp(s.at_ms)),
+            acuity: e.state.ed_triage.as_ref().and_then(|(_, a)| *a).map_or(0, u32::from),
+            triaged_at: e.state.ed_triage.as_ref().map(|(s, _)| timestamp(s.at_ms)),
             waiting_minutes: 0,
         })
     }
@@ -619,7 +603,7 @@ impl CensusState {
         let mut ed: Vec<(u32, i64, rt::EdPatient)> = self
             .encounters
             .iter()
-            .filter(|(_, e)| e.ed_arrival.as_ref().is_some_and(|(_, d)| wanted(d)))
+            .filter(|(_, e)| e.ed_arrival().is_some_and(|(_, d)| wanted(d)))
             .filter_map(|(id, _)| self.ed_entry(id))
             .map(|mut p| {
                 let arrived = p.arrived_at.as_ref().map_or(0, timestamp_ms);
@@ -634,7 +618,7 @@ impl CensusState {
             .encounters
             .values()
             .filter(|e| e.is_inpatient())
-            .filter(|e| e.location.as_ref().is_some_and(|(_, l)| wanted(&l.department_code)))
+            .filter(|e| e.location().is_some_and(|(_, l)| wanted(&l.department_code)))
             .count();
         rt::Census {
             position: self.position,
@@ -655,9 +639,9 @@ impl CensusState {
             .iter()
             .filter_map(|id| {
                 let e = self.encounters.get(id)?;
-                let (stamp, l) = match (&e.location, &e.ed_arrival) {
-                    (Some((s, l)), _) if !l.is_empty() => (*s, l.clone()),
-                    (_, Some((s, d))) => (*s, LocationCodes::new(d, "", "")),
+                let (stamp, l) = match (e.location(), e.ed_arrival()) {
+                    (Some((s, l)), _) if !l.is_empty() => (s.order(), l.clone()),
+                    (_, Some((s, d))) => (s.order(), LocationCodes::new(d, "", "")),
                     _ => return None,
                 };
                 Some((stamp, id, l))
@@ -670,11 +654,6 @@ impl CensusState {
                 bed_code: l.bed_code,
             })
     }
-}
-
-fn codes(l: Option<&pb::Location>) -> LocationCodes {
-    l.map(|l| LocationCodes::new(&l.department_code, &l.ward_code, &l.bed_code))
-        .unwrap_or_default()
 }
 
 fn timestamp_ms(t: &prost_types::Timestamp) -> i64 {
@@ -1050,20 +1029,6 @@ mod tests {
         let twice = all(&s);
         assert_eq!(rt::Census { position: 0, ..twice }, rt::Census { position: 0, ..once });
         assert_eq!(s.position(), 108, "the position still advances");
-    }
-
-    #[test]
-    fn a_resend_with_a_changed_payload_keeps_the_first_copy() {
-        let mut s = state();
-        s.apply(10, &inpatient("a1", T0, "M1", "E1", "W1", "B1"));
-        // Same (source, event id), now claiming a later move: the first copy counts.
-        let mut changed = transfer("a1", T0 + 60 * MIN, "M1", "E1", loc("MED", "W2", "B2"));
-        changed.source_system = "adt".into();
-        assert!(s.apply(11, &changed).is_empty());
-        assert_eq!(numbers(&s, "W1").0, 1);
-        // The same id from another source is another event.
-        changed.source_system = "other".into();
-        assert_eq!(ward_updates(&s.apply(12, &changed)).len(), 2);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::encounter::{AdmissionInfo, EdArrivalInfo, EncounterState, Stamp};
 use super::facts::FactBedStatus;
+use super::reference::LocationCodes;
 use super::{fetch_by_keys, insert_rows, Version};
 use crate::error::Result;
 
@@ -172,6 +174,52 @@ pub struct CensusEncounterRow {
     pub bed_code: String,
     pub location_at_ms: Option<i64>,
     pub location_position: u64,
+}
+
+impl CensusEncounterRow {
+    /// The encounter's merge state as far as the row holds it (the census's part: the
+    /// milestones' times, positions and departments, the current location), to go on
+    /// merging live events into with [`EncounterState::apply`].
+    pub fn to_state(&self) -> EncounterState {
+        let stamp = |at: Option<i64>, position: u64| {
+            at.map(|at_ms| Stamp {
+                at_ms,
+                position,
+                event_id: String::new(),
+            })
+        };
+        EncounterState {
+            encounter_id: self.encounter_id.clone(),
+            patient: Some((self.patient_position, self.patient_key)),
+            admission: stamp(self.admitted_at_ms, self.admission_position).map(|s| {
+                (
+                    s,
+                    AdmissionInfo {
+                        location: LocationCodes::new(&self.admission_department_code, "", ""),
+                        ..AdmissionInfo::default()
+                    },
+                )
+            }),
+            discharge: None,
+            ed_arrival: stamp(self.ed_arrival_at_ms, self.ed_arrival_position).map(|s| {
+                (
+                    s,
+                    EdArrivalInfo {
+                        department_code: self.ed_department_code.clone(),
+                        ..EdArrivalInfo::default()
+                    },
+                )
+            }),
+            ed_triage: stamp(self.ed_triage_at_ms, self.ed_triage_position).map(|s| (s, self.acuity)),
+            location: stamp(self.location_at_ms, self.location_position).map(|s| {
+                (
+                    s,
+                    LocationCodes::new(&self.department_code, &self.ward_code, &self.bed_code),
+                )
+            }),
+            transfers: Default::default(),
+        }
+    }
 }
 
 /// In one pass over `fact_encounter`: every open encounter (no discharge), and every

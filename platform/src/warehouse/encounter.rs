@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::calendar::date_key;
 use super::reference::{codes, LocationCodes};
-use hospital_proto::events::{self as pb, clinical_event::Payload};
 use super::{fetch_by_keys, insert_rows, Version};
 use crate::error::Result;
 use crate::stamp::{wins, Keep};
+use hospital_proto::events::{self as pb, clinical_event::Payload};
 
 pub const TABLE: &str = "fact_encounter";
 
@@ -37,7 +37,7 @@ pub struct Stamp {
 
 impl Stamp {
     /// Where the milestone stands in the platform's one order of facts.
-    fn order(&self) -> crate::stamp::Stamp {
+    pub fn order(&self) -> crate::stamp::Stamp {
         crate::stamp::Stamp {
             at_ms: self.at_ms,
             position: self.position,
