@@ -84,13 +84,6 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
         value: f64,
         unit: String,
     }
-    #[derive(clickhouse::Row, Deserialize)]
-    struct Identity {
-        #[serde(with = "clickhouse::serde::uuid")]
-        patient_key: Uuid,
-        assigning_authority: String,
-        mrn: String,
-    }
 
     // Per patient: the newest set time, and the position of the newest set that stated
     // a scale (by time, then position). One pass over the set table, grouped by patient.
@@ -115,9 +108,7 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
     if sets.is_empty() {
         return Ok((Vec::new(), 0));
     }
-    let mut keys: Vec<String> = sets.iter().map(|s| s.patient_key.to_string()).collect();
-    keys.sort();
-    keys.dedup();
+    let keys: Vec<Uuid> = sets.iter().map(|s| s.patient_key).collect();
     // The observations of those sets in one pass: fact_vital_sign is keyed by date, so a
     // lookup by position lists would scan it once per list.
     let observations: Vec<ObservationRow> = warehouse
@@ -129,15 +120,7 @@ pub async fn news2_inputs(warehouse: &Client, window_ms: i64) -> Result<(Vec<Cha
         .bind(window_ms)
         .fetch_all()
         .await?;
-    let identities: HashMap<Uuid, (String, String)> = super::fetch_by_keys::<_, Identity>(
-        warehouse,
-        "SELECT patient_key, assigning_authority, mrn FROM patient_identity FINAL WHERE patient_key IN ?",
-        &keys,
-    )
-    .await?
-    .into_iter()
-    .map(|i| (i.patient_key, (i.assigning_authority, i.mrn)))
-    .collect();
+    let identities = super::census::identities(warehouse, &keys).await?;
 
     let mut by_position: HashMap<u64, Vec<pb::Observation>> = HashMap::new();
     for o in observations {
