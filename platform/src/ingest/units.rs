@@ -314,8 +314,11 @@ mod tests {
     #[test]
     fn range_edges_are_inclusive() {
         let spo2 = lookup("59408-5").unwrap();
-        assert!(spo2.normalise(100.0, "%").is_ok());
-        assert!(spo2.normalise(100.1, "%").is_err());
-        assert!(spo2.normalise(0.0, "%").is_ok());
+        assert_eq!(spo2.normalise(100.0, "%").unwrap(), 100.0);
+        assert!(matches!(
+            spo2.normalise(100.1, "%"),
+            Err(UnitError::OutOfRange { max, .. }) if max == 100.0
+        ));
+        assert_eq!(spo2.normalise(0.0, "%").unwrap(), 0.0);
     }
 }

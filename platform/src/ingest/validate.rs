@@ -882,7 +882,9 @@ mod tests {
             state: pb::BedState::Cleaning as i32,
         }));
         bed.patient = None;
-        assert!(validate(bed, &limits()).is_ok());
+        let valid = validate(bed, &limits()).expect("a bed needs no patient");
+        assert_eq!(valid.kind, "bed_status");
+        assert!(valid.warnings.is_empty());
     }
 
     #[test]
@@ -941,7 +943,11 @@ mod tests {
         assert!(validate(d(1981, 2, 29), &limits()).unwrap_err()[0]
             .description
             .contains("not a calendar date"));
-        assert!(validate(d(1984, 2, 29), &limits()).is_ok());
+        let leap = validate(d(1984, 2, 29), &limits()).expect("a leap day is a date");
+        let Some(Payload::PatientRegistered(p)) = leap.event.payload else {
+            panic!("registration")
+        };
+        assert_eq!(p.birth_date.map(|b| (b.year, b.month, b.day)), Some((1984, 2, 29)));
         assert_eq!(
             fields(&validate(d(2090, 1, 1), &limits()).unwrap_err()),
             vec!["patient_registered.birth_date"]
@@ -1092,7 +1098,8 @@ mod tests {
             rank: 0,
             ..diagnosis()
         };
-        assert!(validate(event(Payload::Diagnosis(problem.clone())), &limits()).is_ok());
+        let valid = validate(event(Payload::Diagnosis(problem.clone())), &limits()).expect("a problem-list entry");
+        assert_eq!(valid.kind, "diagnosis");
         let mut no_patient = event(Payload::Diagnosis(problem));
         no_patient.patient = None;
         assert_eq!(fields(&validate(no_patient, &limits()).unwrap_err()), vec!["patient"]);
@@ -1156,7 +1163,8 @@ mod tests {
             ended_at: None,
             ..procedure()
         };
-        assert!(validate(event(Payload::Procedure(history)), &limits()).is_ok());
+        let valid = validate(event(Payload::Procedure(history)), &limits()).expect("a procedure from history");
+        assert_eq!(valid.kind, "procedure");
 
         let bad = pb::ProcedurePerformed {
             code: "J18.9".into(),
