@@ -185,12 +185,15 @@ pub const COUNTED_TABLES: &[&str] = &[
     "fact_encounter",
     "fact_transfer",
     "fact_vital_sign",
+    "fact_vital_sign_set",
     "fact_lab_result",
     "fact_medication",
     "fact_charge",
     "fact_bed_status",
     "fact_diagnosis",
     "fact_procedure",
+    "fact_icu_stay",
+    "bed_status_current",
 ];
 
 /// Rows stored per table: the rows of its active parts, from `system.parts` (one query
