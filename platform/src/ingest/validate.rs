@@ -494,62 +494,58 @@ impl Checker {
         }
     }
 
-    /// A vital-sign reading: as [`Self::quantity`], but a value outside the plausible
-    /// range is reported to the caller instead of recorded as a violation.
-    fn reading(&mut self, field: &str, code: &str, value: f64, unit: &mut String) -> Reading {
-        if loinc_format_ok(code) && value.is_finite() {
-            if let Some(spec) = units::lookup(code) {
-                let trimmed = unit.trim().to_string();
-                if let Err(e @ units::UnitError::OutOfRange { .. }) = spec.normalise(value, &trimmed) {
-                    return Reading::Implausible(format!("{} ({}): {e}", spec.loinc, spec.name));
-                }
-            }
-        }
-        match self.quantity(field, code, value, unit) {
-            Some(v) => Reading::Normalised(v),
-            None => Reading::Invalid,
-        }
-    }
-
     /// A coded numeric value: LOINC format, finite value, unit converted to the
     /// canonical one and range-checked where the code is known. Returns the value in
     /// the canonical unit, or None after recording a violation.
     fn quantity(&mut self, field: &str, code: &str, value: f64, unit: &mut String) -> Option<f64> {
+        match self.reading(field, code, value, unit) {
+            Reading::Normalised(v) => Some(v),
+            Reading::Implausible(why) => {
+                self.violation(format!("{field}.value"), why);
+                None
+            }
+            Reading::Invalid => None,
+        }
+    }
+
+    /// As [`Self::quantity`], but a value outside the plausible range is returned to the
+    /// caller (a vital-sign set keeps its other readings) instead of recorded as a
+    /// violation.
+    fn reading(&mut self, field: &str, code: &str, value: f64, unit: &mut String) -> Reading {
         if !loinc_format_ok(code) {
             self.violation(format!("{field}.loinc_code"), loinc_message(code));
-            return None;
+            return Reading::Invalid;
         }
         if !value.is_finite() {
             self.violation(
                 format!("{field}.value"),
                 format!("must be a finite number, got {value}"),
             );
-            return None;
+            return Reading::Invalid;
         }
         *unit = unit.trim().to_string();
         match units::lookup(code) {
             Some(spec) => match spec.normalise(value, unit) {
                 Ok(v) => {
                     *unit = spec.unit.to_string();
-                    Some(v)
+                    Reading::Normalised(v)
                 }
                 Err(e @ units::UnitError::UnknownUnit { .. }) => {
                     self.violation(
                         format!("{field}.unit"),
                         format!("{} for {} ({}): {e}", quote(unit), spec.loinc, spec.name),
                     );
-                    None
+                    Reading::Invalid
                 }
-                Err(e) => {
-                    self.violation(format!("{field}.value"), format!("{} ({}): {e}", spec.loinc, spec.name));
-                    None
+                Err(e @ units::UnitError::OutOfRange { .. }) => {
+                    Reading::Implausible(format!("{} ({}): {e}", spec.loinc, spec.name))
                 }
             },
             None if unit.is_empty() => {
                 self.violation(format!("{field}.unit"), "required (a UCUM unit)");
-                None
+                Reading::Invalid
             }
-            None => Some(value),
+            None => Reading::Normalised(value),
         }
     }
 
