@@ -387,6 +387,18 @@ impl AlertState {
         Ok(state)
     }
 
+    /// The state of a patient, created with the birth date loaded from the warehouse at
+    /// start-up (if any) when first seen.
+    fn patient(&mut self, id: PatientId) -> &mut PatientState {
+        let births = &self.births;
+        self.patients
+            .entry(id)
+            .or_insert_with_key(|(authority, mrn)| PatientState {
+                birth_date: births.get(&keys::patient_key(authority, mrn)).copied(),
+                ..PatientState::default()
+            })
+    }
+
     /// Applies one committed event: demographics update the patient's age, vital signs
     /// update the parameters and may raise an alert (see the module doc). `location` is
     /// where the patient is now, if known.
@@ -420,22 +432,11 @@ impl AlertState {
                     .as_ref()
                     .filter(|b| b.year > 0)
                     .and_then(|b| Some((b.year, u32::try_from(b.month).ok()?, u32::try_from(b.day).ok()?)));
-                let key = keys::patient_key(&patient.assigning_authority, &patient.mrn);
-                let loaded = self.births.get(&key).copied();
-                let p = self.patients.entry(id).or_default();
-                if p.birth_date.is_none() {
-                    p.birth_date = loaded;
-                }
-                merge(&mut p.birth_date, stamp, Some(birth));
+                merge(&mut self.patient(id).birth_date, stamp, Some(birth));
                 None
             }
             Payload::VitalSigns(v) => {
-                let key = keys::patient_key(&patient.assigning_authority, &patient.mrn);
-                let loaded = self.births.get(&key).copied();
-                let p = self.patients.entry(id).or_default();
-                if p.birth_date.is_none() {
-                    p.birth_date = loaded;
-                }
+                let p = self.patient(id);
                 if position <= p.last_position {
                     return None; // a repeat
                 }
