@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use hospital_client::sender::{send_events, SenderOptions};
 use hospital_platform::realtime::bus::Bus;
 use hospital_platform::realtime::follow::{CatchUpStats, Follower, CATCH_UP_CHUNK};
 use hospital_platform::staging::StagedEvent;
@@ -21,17 +20,7 @@ use tonic::Code;
 
 async fn send(addr: std::net::SocketAddr, evs: Vec<ClinicalEvent>) {
     let n = evs.len();
-    let report = send_events(
-        evs,
-        &SenderOptions {
-            endpoint: endpoint(addr),
-            batch_size: 200,
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let report = send_through_sender(addr, evs, 200).await;
     assert_eq!(report.committed, n);
 }
 

@@ -11,23 +11,12 @@ use std::collections::BTreeMap;
 
 use common::*;
 use hospital_client::load;
-use hospital_client::sender::{send_events, SenderOptions};
 use hospital_proto::events::ClinicalEvent;
 
 const WEEK_SECS: i64 = 7 * 86_400;
 
 async fn send(addr: std::net::SocketAddr, events: Vec<ClinicalEvent>) {
-    send_events(
-        events,
-        &SenderOptions {
-            endpoint: endpoint(addr),
-            batch_size: 500,
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .await
-    .expect("load streams");
+    send_through_sender(addr, events, 500).await;
 }
 
 /// Rows of a CSV file as header -> value maps.

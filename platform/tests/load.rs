@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use hospital_client::load::{self, Extract};
-use hospital_client::sender::{send_events, SenderOptions};
 
 async fn send(addr: std::net::SocketAddr, extract: &Extract) -> usize {
     let report = send_all(addr, extract).await;
@@ -19,17 +18,7 @@ async fn send(addr: std::net::SocketAddr, extract: &Extract) -> usize {
 }
 
 async fn send_all(addr: std::net::SocketAddr, extract: &Extract) -> hospital_client::sender::SendReport {
-    send_events(
-        extract.events.clone(),
-        &SenderOptions {
-            endpoint: endpoint(addr),
-            batch_size: 500,
-            ..Default::default()
-        },
-        |_| {},
-    )
-    .await
-    .expect("load streams")
+    send_through_sender(addr, extract.events.clone(), 500).await
 }
 
 /// One column of every row of a CSV file, by header name.

@@ -567,24 +567,7 @@ async fn live_state_equals_a_process_that_never_restarted() {
 
 /// A full set on `scale`, on oxygen or air, everything else normal.
 fn set(enc: &str, spo2: f64, oxygen: bool, scale: pb::Spo2Scale) -> Payload {
-    let o = |c: &str, v: f64, u: &str| pb::Observation {
-        loinc_code: c.into(),
-        value: v,
-        unit: u.into(),
-    };
-    Payload::VitalSigns(pb::VitalSigns {
-        encounter_id: enc.into(),
-        observations: vec![
-            o("9279-1", 16.0, "/min"),
-            o("59408-5", spo2, "%"),
-            o("8480-6", 120.0, "mm[Hg]"),
-            o("8867-4", 70.0, "/min"),
-            o("8310-5", 37.0, "Cel"),
-        ],
-        consciousness: pb::Consciousness::Alert as i32,
-        supplemental_oxygen: Some(oxygen),
-        spo2_scale: scale as i32,
-    })
+    full_vital_set(enc, [16.0, spo2, 120.0, 70.0, 37.0], oxygen, scale)
 }
 
 async fn scores_of(addr: std::net::SocketAddr) -> BTreeMap<String, (u32, i32)> {

@@ -71,24 +71,7 @@ fn admit(enc: &str, dept: &str, w: &str, bed: &str) -> Payload {
 
 /// A full set: (respiration, SpO2, systolic BP, pulse, temperature) on air, alert.
 fn vitals(enc: &str, rr: f64, spo2: f64, sbp: f64, hr: f64, temp: f64) -> Payload {
-    let o = |c: &str, v: f64, u: &str| pb::Observation {
-        loinc_code: c.into(),
-        value: v,
-        unit: u.into(),
-    };
-    Payload::VitalSigns(pb::VitalSigns {
-        encounter_id: enc.into(),
-        observations: vec![
-            o("9279-1", rr, "/min"),
-            o("59408-5", spo2, "%"),
-            o("8480-6", sbp, "mm[Hg]"),
-            o("8867-4", hr, "/min"),
-            o("8310-5", temp, "Cel"),
-        ],
-        consciousness: pb::Consciousness::Alert as i32,
-        supplemental_oxygen: Some(false),
-        spo2_scale: pb::Spo2Scale::Spo2Scale1 as i32,
-    })
+    full_vital_set(enc, [rr, spo2, sbp, hr, temp], false, pb::Spo2Scale::Spo2Scale1)
 }
 
 async fn ingest(addr: std::net::SocketAddr, events: Vec<pb::ClinicalEvent>) {

@@ -90,6 +90,55 @@ pub async fn open_stream(addr: SocketAddr) -> (mpsc::Sender<IngestRequest>, toni
     (tx, acks)
 }
 
+/// A full NEWS2 vital-signs set: respiration, SpO2, systolic BP, pulse and temperature
+/// (`[rr, spo2, sbp, hr, temp]`), consciousness alert, on air or oxygen, on `scale`.
+pub fn full_vital_set(
+    encounter_id: &str,
+    [rr, spo2, sbp, hr, temp]: [f64; 5],
+    oxygen: bool,
+    scale: hospital_proto::events::Spo2Scale,
+) -> hospital_proto::events::clinical_event::Payload {
+    use hospital_proto::events as pb;
+    let o = |c: &str, v: f64, u: &str| pb::Observation {
+        loinc_code: c.into(),
+        value: v,
+        unit: u.into(),
+    };
+    pb::clinical_event::Payload::VitalSigns(pb::VitalSigns {
+        encounter_id: encounter_id.into(),
+        observations: vec![
+            o("9279-1", rr, "/min"),
+            o("59408-5", spo2, "%"),
+            o("8480-6", sbp, "mm[Hg]"),
+            o("8867-4", hr, "/min"),
+            o("8310-5", temp, "Cel"),
+        ],
+        consciousness: pb::Consciousness::Alert as i32,
+        supplemental_oxygen: Some(oxygen),
+        spo2_scale: scale as i32,
+    })
+}
+
+/// Streams `events` through the CLI's at-least-once sender in requests of `batch_size`
+/// and returns what it achieved once every request is answered.
+pub async fn send_through_sender(
+    addr: SocketAddr,
+    events: Vec<ClinicalEvent>,
+    batch_size: usize,
+) -> hospital_client::sender::SendReport {
+    hospital_client::sender::send_events(
+        events,
+        &hospital_client::sender::SenderOptions {
+            endpoint: endpoint(addr),
+            batch_size,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .expect("the sender streams every event")
+}
+
 pub fn request(id: impl ToString, events: &[ClinicalEvent]) -> IngestRequest {
     IngestRequest {
         request_id: id.to_string(),
