@@ -1,2 +1,7 @@
-//! The ML sidecar of the hospital data platform. Its feature store, models and model
-//! serving are not built yet; this crate holds their place in the workspace.
+//! The ML sidecar of the hospital data platform: a feature store on Lance, linfa models
+//! for patient risk and demand, and their serving over gRPC.
+
+/// Runs the sidecar.
+pub fn run() -> anyhow::Result<()> {
+    anyhow::bail!("hospital-ml: not built yet")
+}
