@@ -81,6 +81,7 @@ fn main() {
         .env("HOSPITAL__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
         .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+        .env("HOSPITAL__STATE__DIR", ch.data_dir().join("platform-state"))
         .env("HOSPITAL__STAGING__FLUSH_INTERVAL_MS", flush_ms.to_string())
         .env("RUST_LOG", "warn")
         .spawn()

@@ -118,6 +118,7 @@ async fn run(n: usize) {
         .env("HOSPITAL__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
         .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+        .env("HOSPITAL__STATE__DIR", ch.data_dir().join("platform-state"))
         .env(
             "HOSPITAL__STAGING__FLUSH_INTERVAL_MS",
             cfg.staging.flush_interval_ms.to_string(),

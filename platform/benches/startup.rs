@@ -27,6 +27,7 @@ use hospital_platform::ingest::{self, IngestOptions};
 use hospital_platform::realtime::alerts::AlertState;
 use hospital_platform::realtime::bus::Bus;
 use hospital_platform::realtime::census::CensusState;
+use hospital_platform::realtime::snapshot::Snapshot;
 use hospital_platform::staging::{StagedEvent, StagingWriter, WriterOptions};
 use hospital_platform::warehouse::bookkeeping::{self, PIPELINE};
 use hospital_platform::{db, schema};
@@ -192,6 +193,7 @@ async fn period(days: i64) -> (String, Vec<Row>) {
     };
     let admin = db::client(&cfg);
     schema::migrate(&admin).await.unwrap();
+    let state_dir = ch.data_dir().join("platform-state");
     let version = ch.query("SELECT version()").unwrap_or_default();
     let period = if days == 1 {
         "1 day".to_string()
@@ -256,9 +258,17 @@ async fn period(days: i64) -> (String, Vec<Row>) {
         flush_interval: Duration::from_millis(50),
         queue_capacity: 16,
         insert_timeout: Duration::from_secs(60),
+        state_dir: state_dir.clone(),
     };
-    let (writer, t, log) = measure(&admin, StagingWriter::start(staging_log, opts, Bus::new(16))).await;
-    push("staging key index", t, log);
+    let (writer, t, log) = measure(
+        &admin,
+        StagingWriter::start(staging_log.clone(), opts.clone(), Bus::new(16)),
+    )
+    .await;
+    push("staging key index: first start (built from staging)", t, log);
+    writer.unwrap().shutdown().await;
+    let (writer, t, log) = measure(&admin, StagingWriter::start(staging_log.clone(), opts, Bus::new(16))).await;
+    push("staging key index: restart", t, log);
     writer.unwrap().shutdown().await;
 
     let (census, t, log) = measure(&admin, CensusState::load(&warehouse_log)).await;
@@ -266,7 +276,7 @@ async fn period(days: i64) -> (String, Vec<Row>) {
     drop(census.unwrap());
 
     let (alerts, t, log) = measure(&admin, AlertState::load(&warehouse_log)).await;
-    push("NEWS2 load", t, log);
+    push("NEWS2 load from the warehouse (no local state)", t, log);
     drop(alerts.unwrap());
 
     // GetWarehouseStatus: the watermark, the last run and the rows stored per table.
@@ -278,13 +288,65 @@ async fn period(days: i64) -> (String, Vec<Row>) {
     let (_, t, log) = measure(&admin, status).await;
     push("GetWarehouseStatus", t, log);
 
-    // The whole start-up, as its own process so that its memory is measured alone.
+    // The whole start-up, as its own process so that its memory is measured alone:
+    // first with no local state (the key index and the NEWS2 state built from staging
+    // and the warehouse), then again on the local state the first one left at shutdown.
+    let _ = std::fs::remove_dir_all(&state_dir);
+    let (elapsed, peak_kib) = whole_start_up(&ch, &state_dir).await;
+    rows.push(Row {
+        period: period.clone(),
+        events,
+        part: "whole start-up, no local state (hospital-platform process)",
+        elapsed,
+        log: None,
+        peak_kib: Some(peak_kib),
+    });
+    let snapshot = async {
+        let store = Snapshot::open(&state_dir).await.unwrap();
+        let saved = store
+            .load(&staging_log)
+            .await
+            .unwrap()
+            .expect("a snapshot saved at shutdown");
+        AlertState::restore(saved.patients, 0).unwrap()
+    };
+    let (state, t, log) = measure(&admin, snapshot).await;
+    eprintln!("{period}: the snapshot holds {} patients", state.patient_count());
+    push_row(&mut rows, &period, events, "NEWS2 load from the local snapshot", t, log);
+    let (elapsed, peak_kib) = whole_start_up(&ch, &state_dir).await;
+    rows.push(Row {
+        period: period.clone(),
+        events,
+        part: "whole start-up, restart on local state (hospital-platform process)",
+        elapsed,
+        log: None,
+        peak_kib: Some(peak_kib),
+    });
+    (version, rows)
+}
+
+fn push_row(rows: &mut Vec<Row>, period: &str, events: usize, part: &'static str, elapsed: Duration, log: Logged) {
+    rows.push(Row {
+        period: period.to_string(),
+        events,
+        part,
+        elapsed,
+        log: Some(log),
+        peak_kib: None,
+    });
+}
+
+/// Starts the hospital-platform binary on the loaded warehouse, times it until it
+/// answers GetCensus, reads its peak memory, and stops it with SIGTERM (a graceful
+/// shutdown, which saves the real-time snapshot).
+async fn whole_start_up(ch: &hospital_testkit::ClickHouseServer, state_dir: &std::path::Path) -> (Duration, u64) {
     let port = hospital_testkit::free_port();
     let started = Instant::now();
     let mut platform = std::process::Command::new(env!("CARGO_BIN_EXE_hospital-platform"))
         .env("HOSPITAL__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
         .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+        .env("HOSPITAL__STATE__DIR", state_dir)
         .env("RUST_LOG", "warn")
         .spawn()
         .expect("start hospital-platform");
@@ -305,14 +367,7 @@ async fn period(days: i64) -> (String, Vec<Row>) {
     let _ = std::process::Command::new("kill")
         .arg(platform.id().to_string())
         .status();
-    let _ = platform.wait();
-    rows.push(Row {
-        period: period.clone(),
-        events,
-        part: "whole start-up (hospital-platform process)",
-        elapsed,
-        log: None,
-        peak_kib: Some(peak_kib),
-    });
-    (version, rows)
+    let status = platform.wait().unwrap();
+    assert!(status.success(), "hospital-platform did not stop cleanly: {status}");
+    (elapsed, peak_kib)
 }

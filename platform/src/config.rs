@@ -19,6 +19,26 @@ pub struct Config {
     pub batch: BatchConfig,
     pub realtime: RealtimeConfig,
     pub mllp: MllpConfig,
+    pub state: StateConfig,
+}
+
+/// The platform's local state: indexes and snapshots that make a start-up cost the same
+/// after a year as after a day. They are caches of staging, checked against it at
+/// start-up and rebuilt from it when lost or stale; staging stays the truth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory of the staging key index (`staging-keys.redb`) and the real-time
+    /// snapshot (`realtime.redb`); one platform process per directory.
+    pub dir: std::path::PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: ".hospital/platform".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,11 +150,17 @@ pub struct RealtimeConfig {
     /// behind catches up from staging. Memory: up to this many flushes of
     /// `staging.flush_rows` events.
     pub bus_capacity: usize,
+    /// How often the NEWS2 state of the patients changed since the last save is written
+    /// to the local snapshot (and at shutdown); a restart replays staging after it.
+    pub snapshot_interval_ms: u64,
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
-        Self { bus_capacity: 16 }
+        Self {
+            bus_capacity: 16,
+            snapshot_interval_ms: 10_000,
+        }
     }
 }
 
@@ -204,6 +230,9 @@ impl Config {
         }
         if self.realtime.bus_capacity == 0 {
             return bad("realtime.bus_capacity must be at least 1");
+        }
+        if self.realtime.snapshot_interval_ms == 0 {
+            return bad("realtime.snapshot_interval_ms must be at least 1");
         }
         if self.batch.chunk_events == 0 {
             return bad("batch.chunk_events must be at least 1");

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ingest;
+mod local;
 pub mod realtime;
 pub mod schema;
 pub mod server;

@@ -5,7 +5,7 @@
 //! rebuilt from the warehouse and one built live choose alike.
 
 /// occurred_at (ms since the epoch), then staging position.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Stamp {
     pub at_ms: i64,
     pub position: u64,

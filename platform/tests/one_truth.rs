@@ -413,6 +413,14 @@ fn audited_until(
     }
 }
 
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
 async fn run_case(seed: u64) {
     let (events, conflicting) = generate(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
@@ -430,12 +438,34 @@ async fn run_case(seed: u64) {
     let mut platform = start_platform(&ch).await;
     let mut resent = 0usize;
     let mut differing = BTreeSet::new();
+    // Earlier copies of the platform's local state (key index, real-time snapshot), to
+    // come back to as a crash would: durable up to some earlier point only.
+    let copies = tempfile::tempdir().unwrap();
+    let mut saved_copies = 0;
     for (i, req) in requests.iter().enumerate() {
         if restarts.contains(&i) {
             if rng.random_bool(0.5) {
                 run_warehouse_load(platform.local_addr(), false).await;
             }
             platform.shutdown().await.unwrap();
+            let state = state_dir(&ch);
+            match rng.random_range(0..3) {
+                // The local state as the shutdown left it.
+                0 => {}
+                // Lost: the key index and the NEWS2 state are rebuilt from staging and
+                // the warehouse.
+                1 => std::fs::remove_dir_all(&state).unwrap(),
+                // Behind: an earlier copy, as after a crash.
+                _ if saved_copies > 0 => {
+                    std::fs::remove_dir_all(&state).unwrap();
+                    copy_dir(&copies.path().join((saved_copies - 1).to_string()), &state);
+                }
+                _ => {}
+            }
+            if state.exists() {
+                copy_dir(&state, &copies.path().join(saved_copies.to_string()));
+                saved_copies += 1;
+            }
             platform = start_platform(&ch).await;
         }
         let ack = ingest_client(platform.local_addr())
@@ -570,18 +600,6 @@ fn set(enc: &str, spo2: f64, oxygen: bool, scale: pb::Spo2Scale) -> Payload {
     full_vital_set(enc, [16.0, spo2, 120.0, 70.0, 37.0], oxygen, scale)
 }
 
-async fn scores_of(addr: std::net::SocketAddr) -> BTreeMap<String, (u32, i32)> {
-    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
-    AlertServiceClient::new(channel)
-        .get_scores(GetScoresRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .scores
-        .into_iter()
-        .map(|s| (s.patient.unwrap().mrn, (s.score, s.band)))
-        .collect()
-}
 
 /// The regressions found by hand, each after a restart with and without a warehouse
 /// load first: a scale-2 patient's 97% on oxygen stays 5 (medium); a patient whose
@@ -590,7 +608,7 @@ async fn scores_of(addr: std::net::SocketAddr) -> BTreeMap<String, (u32, i32)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_2_alerted_and_late_sets_survive_a_restart() {
     use hospital_proto::realtime::RiskBand;
-    for load_first in [false, true] {
+    for (load_first, keep_state) in [(false, true), (true, true), (false, false), (true, false)] {
         let ch = clickhouse();
         let platform = start_platform(&ch).await;
         let mut g = Gen {
@@ -669,12 +687,15 @@ async fn scale_2_alerted_and_late_sets_survive_a_restart() {
             run_warehouse_load(platform.local_addr(), false).await;
         }
         platform.shutdown().await.unwrap();
+        if !keep_state {
+            std::fs::remove_dir_all(state_dir(&ch)).unwrap();
+        }
         let platform = start_platform(&ch).await;
         live_census(platform.local_addr(), ack.committed_position).await;
         assert_eq!(
             scores_of(platform.local_addr()).await,
             expected,
-            "after a restart (warehouse load first: {load_first})"
+            "after a restart (warehouse load first: {load_first}, local state kept: {keep_state})"
         );
         platform.shutdown().await.unwrap();
     }

@@ -31,7 +31,7 @@
 //!   event alerts only above the highest audited position (older ones were alerted
 //!   before a restart).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clickhouse::Client;
@@ -47,7 +47,7 @@ use super::news2::{self, Acvpu, NotApplicable, Parameter, Parameters, RiskBand, 
 use crate::error::Result;
 use crate::staging::fill_batch;
 use crate::stamp::{self, Keep, Stamp};
-use crate::warehouse::{keys, vitals};
+use crate::warehouse::{census, keys, vitals};
 
 /// Where the patient is when an alert is raised (the census's view of the patient).
 pub type AlertLocation = PatientLocation;
@@ -71,7 +71,7 @@ const RESPONSE_HIGH: &str = "emergency response: immediate assessment by a clini
      competencies, usually with transfer to a higher level of care; continuous monitoring of vital signs";
 
 /// A value and when it was charted.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Stamped<T> {
     stamp: Stamp,
     value: T,
@@ -88,7 +88,7 @@ fn merge<T>(slot: &mut Option<Stamped<T>>, stamp: Stamp, value: Option<T>) {
 }
 
 /// The latest value of each NEWS2 row, each with its own time.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct LatestValues {
     respiration_rate: Option<Stamped<f64>>,
     /// SpO2 and the oxygen status it was measured under: one slot, see the module doc.
@@ -130,13 +130,13 @@ impl LatestValues {
 }
 
 /// The last score of a patient, as shown by [`AlertState::scores`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LastScore {
     news: news2::News2,
-    observed_at: Timestamp,
+    observed_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PatientState {
     values: LatestValues,
     scale: Option<Stamped<Spo2Scale>>,
@@ -187,6 +187,15 @@ pub struct AlertState {
     /// Birth dates loaded from the warehouse at start-up, by patient key, for patients
     /// whose first event after the restart is a vital-signs set.
     births: HashMap<Uuid, Stamped<Option<BirthDate>>>,
+    /// Patients changed since the last [`take_changes`](Self::take_changes).
+    changed: HashSet<PatientId>,
+}
+
+/// A patient's state as the real-time snapshot keeps it: (key, JSON).
+pub type SavedPatient = (Vec<u8>, Vec<u8>);
+
+fn patient_id_key((authority, mrn): &PatientId) -> Vec<u8> {
+    crate::staging::key(authority, mrn)
 }
 
 /// The label of a band as stored in the audit table.
@@ -295,6 +304,45 @@ impl AlertState {
         self.audited_position = self.audited_position.max(position);
     }
 
+    /// The states of the patients changed since the last call, for the snapshot.
+    pub fn take_changes(&mut self) -> std::result::Result<Vec<SavedPatient>, serde_json::Error> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|id| Some((patient_id_key(&id), self.patients.get(&id)?)))
+            .map(|(k, p)| Ok((k, serde_json::to_vec(p)?)))
+            .collect()
+    }
+
+    /// The state saved by [`take_changes`](Self::take_changes) over time, with the
+    /// highest audited position (from the audit table).
+    pub fn restore(
+        saved: impl IntoIterator<Item = SavedPatient>,
+        audited_position: u64,
+    ) -> std::result::Result<Self, String> {
+        let mut state = Self::new();
+        state.audited_position = audited_position;
+        for (key, json) in saved {
+            let mut parts = key.splitn(2, |b| *b == 0x1f);
+            let (Some(authority), Some(mrn)) = (parts.next(), parts.next()) else {
+                return Err(format!("snapshot key {key:?} is not authority 0x1f mrn"));
+            };
+            let id = (
+                String::from_utf8_lossy(authority).into_owned(),
+                String::from_utf8_lossy(mrn).into_owned(),
+            );
+            let patient: PatientState =
+                serde_json::from_slice(&json).map_err(|e| format!("snapshot of patient {id:?}: {e}"))?;
+            state.patients.insert(id, patient);
+        }
+        Ok(state)
+    }
+
+    /// Patients with a state (scored, charted or with a known birth date).
+    pub fn patient_count(&self) -> usize {
+        self.patients.len()
+    }
+
     /// Whether NEWS2 applies to the patient as of their last vital signs (`Ok` when
     /// unknown): a patient under 16 is flagged here rather than scored.
     pub fn applicability(&self, patient: &pb::PatientRef) -> std::result::Result<(), NotApplicable> {
@@ -322,10 +370,6 @@ impl AlertState {
     /// process that never stopped.
     pub async fn load(warehouse: &Client) -> Result<Self> {
         #[derive(clickhouse::Row, Deserialize)]
-        struct Audited {
-            position: u64,
-        }
-        #[derive(clickhouse::Row, Deserialize)]
         struct Birth {
             #[serde(with = "clickhouse::serde::uuid")]
             patient_key: Uuid,
@@ -334,11 +378,7 @@ impl AlertState {
         }
 
         let mut state = Self::new();
-        state.audited_position = warehouse
-            .query(&format!("SELECT max(position) AS position FROM {AUDIT_TABLE}"))
-            .fetch_one::<Audited>()
-            .await?
-            .position;
+        state.audited_position = audited_position_in(warehouse).await?;
         let births = warehouse
             .query(
                 "SELECT patient_key, birth_date, valid_from_ms FROM dim_patient FINAL \
@@ -362,6 +402,14 @@ impl AlertState {
                 ))
             })
             .collect();
+        // Every patient with a known birth date gets a state now, so that a snapshot
+        // taken later holds them all and a start-up from it needs no warehouse read.
+        let keys: Vec<Uuid> = state.births.keys().copied().collect();
+        for (key, id) in census::identities(warehouse, &keys).await? {
+            if let Some(birth) = state.births.get(&key).copied() {
+                state.patient(id).birth_date = Some(birth);
+            }
+        }
         let (sets, unknown) = vitals::news2_inputs(warehouse, VALUE_TTL_MS).await?;
         for set in sets {
             let event = pb::ClinicalEvent {
@@ -390,6 +438,9 @@ impl AlertState {
     /// The state of a patient, created with the birth date loaded from the warehouse at
     /// start-up (if any) when first seen.
     fn patient(&mut self, id: PatientId) -> &mut PatientState {
+        if !self.changed.contains(&id) {
+            self.changed.insert(id.clone());
+        }
         let births = &self.births;
         self.patients
             .entry(id)
@@ -467,7 +518,7 @@ impl AlertState {
                     .map(|(band, _)| band);
                 p.last_score = Some(LastScore {
                     news: news.clone(),
-                    observed_at: timestamp_of_ms(as_of),
+                    observed_at_ms: as_of,
                 });
                 let kind = alert_kind(previous, news.band)?;
                 if !may_alert || position <= self.audited_position {
@@ -541,7 +592,7 @@ impl AlertState {
                     band: band_to_proto(last.news.band) as i32,
                     subscores: subscores_map(&last.news),
                     missing_parameters: missing_names(&last.news),
-                    observed_at: Some(last.observed_at),
+                    observed_at: Some(timestamp_of_ms(last.observed_at_ms)),
                 })
             })
             .collect();
@@ -554,6 +605,20 @@ impl AlertState {
         });
         out
     }
+}
+
+/// The highest staging position whose alert is in the audit table (a client on the
+/// `warehouse` database).
+pub async fn audited_position_in(warehouse: &Client) -> Result<u64> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Audited {
+        position: u64,
+    }
+    Ok(warehouse
+        .query(&format!("SELECT max(position) AS position FROM {AUDIT_TABLE}"))
+        .fetch_one::<Audited>()
+        .await?
+        .position)
 }
 
 /// `YYYY-MM-DD` (as `dim_patient.birth_date` holds it).
@@ -680,6 +745,9 @@ pub struct AlertAudit {
     tx: mpsc::Sender<AuditRow>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    /// Highest position queued, and highest written (in queue order).
+    recorded: std::sync::atomic::AtomicU64,
+    written: watch::Receiver<u64>,
 }
 
 impl AlertAudit {
@@ -691,12 +759,26 @@ impl AlertAudit {
     pub fn start_with(warehouse: Client, options: AuditOptions) -> Self {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_audit(warehouse, options, rx, stopped));
-        Self { tx, stop, task }
+        let (written_tx, written) = watch::channel(0);
+        let task = tokio::spawn(run_audit(warehouse, options, rx, stopped, written_tx));
+        Self {
+            tx,
+            stop,
+            task,
+            recorded: Default::default(),
+            written,
+        }
+    }
+
+    /// Whether every alert queued so far is in the audit table.
+    pub fn all_written(&self) -> bool {
+        *self.written.borrow() >= self.recorded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Queues one alert, waiting while the queue is full.
     pub async fn record(&self, alert: &rt::Alert) {
+        self.recorded
+            .fetch_max(alert.position, std::sync::atomic::Ordering::Relaxed);
         if self.tx.send(AuditRow::from(alert)).await.is_err() {
             tracing::error!(
                 alert_id = alert.alert_id,
@@ -705,13 +787,14 @@ impl AlertAudit {
         }
     }
 
-    /// Writes what is queued and stops.
-    pub async fn shutdown(self) {
+    /// Writes what is queued and stops; says whether every alert was written.
+    pub async fn shutdown(self) -> bool {
         let _ = self.stop.send(true);
         drop(self.tx);
         if let Err(e) = self.task.await {
             tracing::error!(error = %e, "NEWS2 alert audit writer failed");
         }
+        *self.written.borrow() >= self.recorded.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -720,6 +803,7 @@ async fn run_audit(
     options: AuditOptions,
     mut rx: mpsc::Receiver<AuditRow>,
     mut stopped: watch::Receiver<bool>,
+    written: watch::Sender<u64>,
 ) {
     let mut batch: Vec<AuditRow> = Vec::with_capacity(options.max_rows);
     let mut open = true;
@@ -731,7 +815,10 @@ async fn run_audit(
         }
         let deadline = tokio::time::Instant::now() + options.period;
         open = fill_batch(&mut rx, &mut batch, options.max_rows, deadline, |_| 1).await;
-        write_with_retry(&client, &options, &mut batch, &mut stopped).await;
+        let last = batch.iter().map(|r| r.position).max().unwrap_or(0);
+        if write_with_retry(&client, &options, &mut batch, &mut stopped).await {
+            written.send_modify(|w| *w = (*w).max(last));
+        }
     }
     // Closed: drain anything left and write it.
     while let Ok(row) = rx.try_recv() {
@@ -739,20 +826,23 @@ async fn run_audit(
     }
     for chunk in batch.chunks(options.max_rows) {
         let mut chunk = chunk.to_vec();
-        write_with_retry(&client, &options, &mut chunk, &mut stopped).await;
+        let last = chunk.iter().map(|r| r.position).max().unwrap_or(0);
+        if write_with_retry(&client, &options, &mut chunk, &mut stopped).await {
+            written.send_modify(|w| *w = (*w).max(last));
+        }
     }
 }
 
 /// Inserts `batch` (then clears it), retrying with backoff; forever while running, at
-/// most `shutdown_attempts` times once shutdown began.
+/// most `shutdown_attempts` times once shutdown began. Says whether it was written.
 async fn write_with_retry(
     client: &Client,
     options: &AuditOptions,
     batch: &mut Vec<AuditRow>,
     stopped: &mut watch::Receiver<bool>,
-) {
+) -> bool {
     if batch.is_empty() {
-        return;
+        return true;
     }
     let mut backoff = options.initial_backoff;
     let mut attempts_after_stop = 0u32;
@@ -761,7 +851,7 @@ async fn write_with_retry(
             Ok(n) => {
                 tracing::debug!(rows = n, "NEWS2 alerts audited");
                 batch.clear();
-                return;
+                return true;
             }
             Err(e) => {
                 if *stopped.borrow() {
@@ -775,7 +865,7 @@ async fn write_with_retry(
                             "giving up auditing NEWS2 alerts at shutdown: these alerts are NOT in news2_alerts"
                         );
                         batch.clear();
-                        return;
+                        return false;
                     }
                 }
                 tracing::warn!(error = %e, rows = batch.len(), retry_in = ?backoff, "NEWS2 alert audit insert failed");

@@ -12,6 +12,7 @@ pub mod changefeed;
 pub mod follow;
 pub mod news2;
 pub mod processor;
+pub mod snapshot;
 
 /// For server-streaming subscribers: waits for `next`, unless the server shuts down (the
 /// subscriber is told `goodbye` as UNAVAILABLE) or the subscriber went away. None means

@@ -17,6 +17,7 @@
 //! see [`round_half_away`].
 
 use hospital_proto::events::{Consciousness, VitalSigns};
+use serde::{Deserialize, Serialize};
 
 /// The LOINC codes (and canonical UCUM units, as ingest normalises them) read by
 /// [`Parameters::from_vital_signs`].
@@ -49,7 +50,7 @@ pub const MAX_TOTAL: u8 = 20;
 pub const MIN_AGE_YEARS: u32 = 16;
 
 /// Which SpO2 row of the chart to score with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum Spo2Scale {
     /// The default for every patient.
     #[default]
@@ -61,7 +62,7 @@ pub enum Spo2Scale {
 }
 
 /// Level of consciousness on the ACVPU scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Acvpu {
     /// Alert.
     Alert,
@@ -90,7 +91,7 @@ impl Acvpu {
 }
 
 /// One of the seven rows of the NEWS2 chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Parameter {
     /// Respiration rate, breaths per minute.
     RespirationRate,
@@ -236,7 +237,7 @@ impl Parameters {
 }
 
 /// The score of each row; `None` when the row could not be scored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Subscores {
     /// Respiration rate: 0, 1, 2 or 3.
     pub respiration_rate: Option<u8>,
@@ -276,7 +277,7 @@ impl Subscores {
 }
 
 /// Clinical risk (RCP 2017, Chart 2) and the response it triggers (Chart 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum RiskBand {
     /// Total 0-4 with no single parameter scoring 3: ward-based response.
     Low,
@@ -301,7 +302,7 @@ impl RiskBand {
 }
 
 /// Minimum frequency of observations (RCP 2017, Chart 3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum MonitoringFrequency {
     /// Total 0: at least 12-hourly.
     AtLeast12Hourly,
@@ -327,7 +328,7 @@ impl MonitoringFrequency {
 
 /// A NEWS2 score. When `missing` is not empty the score is partial: `total` counts only
 /// the rows present (so it is a lower bound), and the caller must show it as incomplete.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct News2 {
     /// Sum of the row scores present, `0..=20`.
     pub total: u8,
@@ -353,7 +354,7 @@ impl News2 {
 }
 
 /// Why NEWS2 should not be used for a patient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NotApplicable {
     /// NEWS2 is not validated for children and young people under 16.
     #[error("NEWS2 is not validated for patients under {MIN_AGE_YEARS} (age {age_years})")]

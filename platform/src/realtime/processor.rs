@@ -3,10 +3,13 @@
 //! current; publishes census changes and alerts to subscribers and alerts to the audit
 //! table. One task owns the writes; RPC readers take a read lock.
 //!
-//! Start-up rebuild: the census and alert state are loaded from the warehouse as of its
-//! load watermark, then every staged event after the watermark is replayed through the
-//! same code, so a restart shows the same census. Alerts already audited before a restart
-//! are not raised again.
+//! Start-up rebuild: the census is loaded from the warehouse as of its load watermark;
+//! the NEWS2 state from the local snapshot ([`Snapshot`]) as of the position it was saved
+//! at, or, when there is none that matches staging, from the warehouse as of the
+//! watermark. Every staged event after the lower of the two is then replayed through the
+//! same code, each state taking only the events after its own position, so a restart
+//! shows the same census and scores. Alerts already audited before a restart are not
+//! raised again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -18,10 +21,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::alerts::{AlertAudit, AlertState};
+use super::alerts::{audited_position_in, AlertAudit, AlertState};
 use super::bus::Bus;
 use super::census::{CensusState, PatientLocation};
 use super::follow::Follower;
+use super::snapshot::Snapshot;
 use crate::db::Databases;
 use crate::error::Result;
 use crate::warehouse::bookkeeping::{write_errors, LoadError};
@@ -58,17 +62,55 @@ impl Realtime {
     }
 }
 
-/// Rebuilds the state from the warehouse and starts following staging.
+/// Where the NEWS2 state is kept between runs, and how often it is saved.
+pub struct SnapshotOptions {
+    pub dir: std::path::PathBuf,
+    pub every: std::time::Duration,
+}
+
+/// The NEWS2 state to start from, and the staging position it is current to: the local
+/// snapshot if it matches staging, else a rebuild from the warehouse (as of `watermark`).
+async fn alert_state(databases: &Databases, snapshot: &Snapshot, watermark: u64) -> Result<(AlertState, u64)> {
+    let warehouse = &databases.warehouse;
+    match snapshot.load(&databases.staging).await {
+        Ok(Some(saved)) => {
+            let patients = saved.patients.len();
+            match AlertState::restore(saved.patients, audited_position_in(warehouse).await?) {
+                Ok(state) => {
+                    tracing::info!(
+                        patients,
+                        position = saved.covered,
+                        "NEWS2 state loaded from the local snapshot"
+                    );
+                    return Ok((state, saved.covered));
+                }
+                Err(e) => tracing::warn!(error = %e, "real-time snapshot unreadable; rebuilding from the warehouse"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "real-time snapshot unreadable; rebuilding from the warehouse"),
+    }
+    snapshot.clear().await?;
+    Ok((AlertState::load(warehouse).await?, watermark))
+}
+
+/// Rebuilds the state (see the module doc) and starts following staging.
 pub async fn start(
     databases: &Databases,
     bus: &Bus,
     committed: watch::Receiver<u64>,
+    snapshot: SnapshotOptions,
     shutdown: CancellationToken,
 ) -> Result<(Realtime, JoinHandle<()>)> {
     let warehouse = databases.warehouse.clone();
     let (census, watermark) = CensusState::load(&warehouse).await?;
-    let alerts = AlertState::load(&warehouse).await?;
-    let follower = Follower::new(bus, databases.staging.clone(), committed, watermark);
+    let store = Snapshot::open(&snapshot.dir).await?;
+    let (alerts, alerts_from) = alert_state(databases, &store, watermark).await?;
+    let from = Positions {
+        census: watermark,
+        alerts: alerts_from,
+    };
+    let follower = Follower::new(bus, databases.staging.clone(), committed, watermark.min(alerts_from));
     let audit = AlertAudit::start(warehouse.clone());
     let realtime = Realtime {
         state: Arc::new(RwLock::new(State { census, alerts })),
@@ -77,24 +119,87 @@ pub async fn start(
         undecodable: Arc::default(),
     };
     tracing::info!(
-        watermark,
-        "real-time state rebuilt from the warehouse; replaying staging after it"
+        census_from = from.census,
+        alerts_from = from.alerts,
+        "real-time state rebuilt; replaying staging after it"
     );
-    let task = tokio::spawn(run(realtime.clone(), follower, audit, warehouse, shutdown));
+    let saver = Saver {
+        store,
+        every: snapshot.every,
+        saved: from.alerts,
+        last: None,
+        broken: false,
+    };
+    let task = tokio::spawn(run(realtime.clone(), follower, from, audit, saver, warehouse, shutdown));
     Ok((realtime, task))
+}
+
+/// The positions the census and the NEWS2 state are current to at start-up: each takes
+/// only the replayed events after its own.
+#[derive(Clone, Copy)]
+struct Positions {
+    census: u64,
+    alerts: u64,
+}
+
+/// Saves the NEWS2 state to the local snapshot.
+struct Saver {
+    store: Snapshot,
+    every: std::time::Duration,
+    /// Position of the last save.
+    saved: u64,
+    /// Position and key of the last event applied.
+    last: Option<(u64, Vec<u8>)>,
+    /// A save failed: later saves would lack its changes, so none is made (the snapshot
+    /// on disk stays consistent at its older position).
+    broken: bool,
+}
+
+impl Saver {
+    async fn save(&mut self, rt: &Realtime, audit_complete: bool) {
+        let Some((position, anchor)) = self.last.clone() else {
+            return;
+        };
+        if self.broken || position <= self.saved || !audit_complete {
+            return;
+        }
+        let changed = {
+            let Ok(mut state) = rt.state.write() else { return };
+            state.alerts.take_changes()
+        };
+        let result = match changed {
+            Ok(changed) => self.store.save(changed, position, anchor).await,
+            Err(e) => Err(crate::error::Error::Internal(format!("encode NEWS2 state: {e}"))),
+        };
+        match result {
+            Ok(()) => self.saved = position,
+            Err(e) => {
+                self.broken = true;
+                tracing::error!(error = %e, position, "cannot save the real-time snapshot; the next start-up replays from the last one");
+            }
+        }
+    }
 }
 
 async fn run(
     rt: Realtime,
     mut follower: Follower,
+    from: Positions,
     audit: AlertAudit,
+    mut saver: Saver,
     warehouse: clickhouse::Client,
     shutdown: CancellationToken,
 ) {
+    let mut tick = tokio::time::interval(saver.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                saver.save(&rt, audit.all_written()).await;
+                continue;
+            }
             next = follower.next() => next,
         };
         let row = match next {
@@ -109,6 +214,7 @@ async fn run(
                 }
             }
         };
+        saver.last = Some((row.position, crate::staging::key(&row.source_system, &row.event_id)));
         let event = match ClinicalEvent::decode(row.payload.as_slice()) {
             Ok(e) => e,
             Err(e) => {
@@ -134,9 +240,17 @@ async fn run(
                 tracing::error!("real-time state lock poisoned; stopping");
                 break;
             };
-            let updates = state.census.apply(row.position, &event);
-            let location = event.patient.as_ref().and_then(|p| state.census.location_of(p));
-            let alert = state.alerts.apply(row.position, &event, location.as_ref());
+            let updates = if row.position > from.census {
+                state.census.apply(row.position, &event)
+            } else {
+                Vec::new()
+            };
+            let alert = if row.position > from.alerts {
+                let location = event.patient.as_ref().and_then(|p| state.census.location_of(p));
+                state.alerts.apply(row.position, &event, location.as_ref())
+            } else {
+                None
+            };
             (updates, alert)
         };
         for u in updates {
@@ -147,5 +261,6 @@ async fn run(
             let _ = rt.alerts.send(Arc::new(alert));
         }
     }
-    audit.shutdown().await;
+    let audit_complete = audit.shutdown().await;
+    saver.save(&rt, audit_complete).await;
 }

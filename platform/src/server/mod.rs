@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> Result<Platform> {
             flush_interval: config.flush_interval(),
             queue_capacity: config.staging.queue_capacity,
             insert_timeout: databases.timeout,
+            state_dir: config.state.dir.clone(),
         },
         bus.clone(),
     )
@@ -186,6 +187,10 @@ pub async fn start(config: Config) -> Result<Platform> {
         &databases,
         &bus,
         writer.handle().subscribe_committed(),
+        realtime::processor::SnapshotOptions {
+            dir: config.state.dir.clone(),
+            every: Duration::from_millis(config.realtime.snapshot_interval_ms),
+        },
         shutdown.clone(),
     )
     .await?;

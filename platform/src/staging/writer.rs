@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::dedup::CommittedKeys;
+use super::dedup::{CommittedKeys, IndexOpened};
 use super::{StagedEvent, EVENTS_TABLE};
 use crate::db::fetch_by_keys;
 use crate::error::{Error, Result};
@@ -116,6 +116,7 @@ impl WriterHandle {
 /// The running writer: its handle plus the tasks to await on shutdown.
 pub struct StagingWriter {
     handle: WriterHandle,
+    key_index: IndexOpened,
     closing: CancellationToken,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
 }
@@ -126,6 +127,8 @@ pub struct WriterOptions {
     pub flush_interval: Duration,
     pub queue_capacity: usize,
     pub insert_timeout: Duration,
+    /// Where the index of committed keys is kept (`staging-keys.redb`).
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -144,9 +147,11 @@ impl StagingWriter {
             .await?
             .max_position;
         let started = Instant::now();
-        let keys = CommittedKeys::load(&client).await?;
+        let (keys, opened) = CommittedKeys::open(&opts.state_dir, &client).await?;
         tracing::info!(
-            keys = keys.len(),
+            keys = opened.keys,
+            staging_rows_read = opened.rows_read,
+            rebuilt = opened.rebuilt,
             ms = started.elapsed().as_millis() as u64,
             "committed event keys indexed"
         );
@@ -166,6 +171,7 @@ impl StagingWriter {
         ));
         tracing::info!(last_position = last, "staging writer started");
         Ok(Self {
+            key_index: opened,
             handle: WriterHandle { tx, committed },
             closing,
             tasks: vec![("staging collector", collector), ("staging flusher", flusher)],
@@ -174,6 +180,11 @@ impl StagingWriter {
 
     pub fn handle(&self) -> WriterHandle {
         self.handle.clone()
+    }
+
+    /// What opening the index of committed keys found and read at start-up.
+    pub fn key_index(&self) -> IndexOpened {
+        self.key_index
     }
 
     /// Hands the writer's tasks (collector, flusher) to a supervisor, by name. The
@@ -271,16 +282,40 @@ async fn flush_loop(
     mut keys: CommittedKeys,
 ) {
     while let Some(mut batch) = batches.recv().await {
+        // A failed insert may have landed after all: index what did before deciding.
+        if keys.has_uncertain() {
+            if let Err(e) = keys.resolve_uncertain(&client, timeout * 2).await {
+                fail(batch, &e);
+                continue;
+            }
+        }
         // First commit wins: decide each row's fate before positions are assigned.
-        let mut new_keys: HashMap<u128, (usize, usize)> = HashMap::new();
+        let row_keys: Vec<Vec<Vec<u8>>> = batch
+            .submissions
+            .iter()
+            .map(|s| {
+                s.rows
+                    .iter()
+                    .map(|r| super::key(&r.source_system, &r.event_id))
+                    .collect()
+            })
+            .collect();
+        let known = match keys.first_positions(row_keys.iter().flatten().cloned().collect()).await {
+            Ok(k) => k,
+            Err(e) => {
+                fail(batch, &e);
+                continue;
+            }
+        };
+        let mut known = known.into_iter();
+        let mut new_keys: HashMap<&[u8], (usize, usize)> = HashMap::new();
         let mut fates: Vec<Vec<Fate>> = Vec::with_capacity(batch.submissions.len());
-        for (si, s) in batch.submissions.iter().enumerate() {
-            let mut f = Vec::with_capacity(s.rows.len());
-            for (ri, row) in s.rows.iter().enumerate() {
-                let key = keys.key(&row.source_system, &row.event_id);
-                f.push(if let Some(p) = keys.first_position(key) {
+        for (si, ks) in row_keys.iter().enumerate() {
+            let mut f = Vec::with_capacity(ks.len());
+            for (ri, key) in ks.iter().enumerate() {
+                f.push(if let Some(p) = known.next().flatten() {
                     Fate::Earlier(p)
-                } else if let Some(&(a, b)) = new_keys.get(&key) {
+                } else if let Some(&(a, b)) = new_keys.get(key.as_slice()) {
                     Fate::InFlush(a, b)
                 } else {
                     new_keys.insert(key, (si, ri));
@@ -351,7 +386,13 @@ async fn flush_loop(
                     // while writing (which would deadlock).
                     committed.send_modify(|c| *c = (*c).max(last));
                 }
-                keys.committed(new_keys.into_iter().map(|(k, (a, b))| (k, positions[a][b])));
+                let mut indexed: Vec<(Vec<u8>, u64)> = new_keys
+                    .iter()
+                    .map(|(k, &(a, b))| (k.to_vec(), positions[a][b]))
+                    .collect();
+                indexed.sort_unstable_by_key(|(_, p)| *p);
+                let last_staged = indexed.last().cloned().map(|(k, p)| (p, k));
+                let index_result = keys.committed(indexed, last_staged).await;
                 tracing::debug!(rows = batch.rows, ms = started.elapsed().as_millis() as u64, "flushed");
                 let mut published = Vec::with_capacity(batch.rows);
                 for ((s, range), duplicates) in batch.submissions.into_iter().zip(ranges).zip(duplicates) {
@@ -368,9 +409,28 @@ async fn flush_loop(
                 if !published.is_empty() {
                     sink.committed(published);
                 }
+                if let Err(e) = index_result {
+                    // The rows are staged and acknowledged, but a resend of them would
+                    // no longer be recognised: stop taking events (health turns
+                    // NOT_SERVING); the next start-up indexes them from staging.
+                    tracing::error!(error = %e, "cannot record committed keys; the staging writer stops");
+                    return;
+                }
             }
-            Err(e) => fail(batch, &e),
+            Err(e) => {
+                if batch.rows > 0 {
+                    if let Err(e) = keys.failed(first, last).await {
+                        tracing::error!(error = %e, "cannot record a failed flush in the key index; the staging writer stops");
+                        fail(batch, &e);
+                        return;
+                    }
+                }
+                fail(batch, &e)
+            }
         }
+    }
+    if let Err(e) = keys.durable().await {
+        tracing::error!(error = %e, "cannot make the staging key index durable at shutdown");
     }
 }
 

@@ -63,7 +63,14 @@ pub fn config(ch: &ClickHouseServer) -> Config {
     c.clickhouse.timeout_ms = 5_000;
     c.batch.interval_secs = 0;
     c.staging.flush_interval_ms = 20;
+    c.state.dir = state_dir(ch);
     c
+}
+
+/// The platform's local state directory for a test server: beside the ClickHouse data,
+/// so a platform restarted on the same server finds it, and it goes with the server.
+pub fn state_dir(ch: &ClickHouseServer) -> std::path::PathBuf {
+    ch.data_dir().join("platform-state")
 }
 
 pub async fn start_platform(ch: &ClickHouseServer) -> Platform {
@@ -167,6 +174,7 @@ impl PlatformProcess {
             .env("HOSPITAL__SERVER__LISTEN", addr.to_string())
             .env("HOSPITAL__CLICKHOUSE__URL", ch.url())
             .env("HOSPITAL__BATCH__INTERVAL_SECS", "0")
+            .env("HOSPITAL__STATE__DIR", ch.data_dir().join("platform-state"))
             .env("HOSPITAL__STAGING__FLUSH_INTERVAL_MS", "20")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -210,18 +218,32 @@ impl StagingHarness {
             ..ClickHouseConfig::default()
         };
         schema::migrate(&db::client(&cfg)).await.expect("migrations apply");
-        let writer = StagingWriter::start(
-            db::client_for(&cfg, "staging"),
+        let writer = Self::start_writer(&ch, &cfg).await;
+        Self { ch, cfg, writer }
+    }
+
+    async fn start_writer(ch: &ClickHouseServer, cfg: &ClickHouseConfig) -> StagingWriter {
+        StagingWriter::start(
+            db::client_for(cfg, "staging"),
             WriterOptions {
                 flush_rows: 10_000,
                 flush_interval: Duration::from_millis(10),
                 queue_capacity: 16,
                 insert_timeout: Duration::from_secs(10),
+                // Its own: a test may start a platform on the same server beside it.
+                state_dir: ch.data_dir().join("harness-state"),
             },
             Bus::new(16),
         )
         .await
-        .expect("staging writer starts");
+        .expect("staging writer starts")
+    }
+
+    /// Stops the writer and starts a new one on the same server and local state.
+    pub async fn restart_writer(self) -> Self {
+        let Self { ch, cfg, writer } = self;
+        writer.shutdown().await;
+        let writer = Self::start_writer(&ch, &cfg).await;
         Self { ch, cfg, writer }
     }
 
@@ -277,4 +299,20 @@ pub async fn run_warehouse_load(addr: SocketAddr, full_reload: bool) {
         .unwrap()
         .into_inner();
     while progress.message().await.expect("warehouse load succeeds").is_some() {}
+}
+
+/// Each scored patient's (score, band) by MRN, from GetScores.
+pub async fn scores_of(addr: SocketAddr) -> std::collections::BTreeMap<String, (u32, i32)> {
+    use hospital_proto::realtime::alert_service_client::AlertServiceClient;
+    use hospital_proto::realtime::GetScoresRequest;
+    let channel = hospital_client::connect(&endpoint(addr)).await.unwrap();
+    AlertServiceClient::new(channel)
+        .get_scores(GetScoresRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .scores
+        .into_iter()
+        .map(|s| (s.patient.unwrap().mrn, (s.score, s.band)))
+        .collect()
 }
