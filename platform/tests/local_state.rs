@@ -124,7 +124,6 @@ async fn key_index_of_another_staging_is_discarded() {
     h.writer.shutdown().await;
 }
 
-
 async fn scores_when(
     addr: std::net::SocketAddr,
     want: impl Fn(&BTreeMap<String, (u32, i32)>) -> bool,
@@ -188,6 +187,14 @@ async fn news2_state_comes_back_from_the_local_snapshot() {
     assert_eq!(live["COPD"].0, 5, "{live:?}");
     assert_eq!(live["AIR"].0, 3, "{live:?}");
     run_warehouse_load(platform.local_addr(), false).await;
+    platform.shutdown().await.unwrap();
+
+    // Rebuilt from the warehouse (no local state) and stopped with nothing new: the
+    // rebuilt state is saved all the same.
+    std::fs::remove_dir_all(state_dir(&ch)).unwrap();
+    let platform = start_platform(&ch).await;
+    caught_up(platform.local_addr(), ack.committed_position).await;
+    assert_eq!(scores_of(platform.local_addr()).await, live, "rebuilt from the warehouse");
     platform.shutdown().await.unwrap();
 
     // The warehouse loses the vital signs; the load watermark stays, so a rebuild from

@@ -600,7 +600,6 @@ fn set(enc: &str, spo2: f64, oxygen: bool, scale: pb::Spo2Scale) -> Payload {
     full_vital_set(enc, [16.0, spo2, 120.0, 70.0, 37.0], oxygen, scale)
 }
 
-
 /// The regressions found by hand, each after a restart with and without a warehouse
 /// load first: a scale-2 patient's 97% on oxygen stays 5 (medium); a patient whose
 /// latest set raised an alert keeps their score; a set dated 25 h before the newest

@@ -68,9 +68,10 @@ pub struct SnapshotOptions {
     pub every: std::time::Duration,
 }
 
-/// The NEWS2 state to start from, and the staging position it is current to: the local
-/// snapshot if it matches staging, else a rebuild from the warehouse (as of `watermark`).
-async fn alert_state(databases: &Databases, snapshot: &Snapshot, watermark: u64) -> Result<(AlertState, u64)> {
+/// The NEWS2 state to start from, the staging position it is current to, and whether it
+/// came from the local snapshot (else it was rebuilt from the warehouse as of
+/// `watermark`, and is saved at the first chance).
+async fn alert_state(databases: &Databases, snapshot: &Snapshot, watermark: u64) -> Result<(AlertState, u64, bool)> {
     let warehouse = &databases.warehouse;
     match snapshot.load(&databases.staging).await {
         Ok(Some(saved)) => {
@@ -82,7 +83,7 @@ async fn alert_state(databases: &Databases, snapshot: &Snapshot, watermark: u64)
                         position = saved.covered,
                         "NEWS2 state loaded from the local snapshot"
                     );
-                    return Ok((state, saved.covered));
+                    return Ok((state, saved.covered, true));
                 }
                 Err(e) => tracing::warn!(error = %e, "real-time snapshot unreadable; rebuilding from the warehouse"),
             }
@@ -91,7 +92,7 @@ async fn alert_state(databases: &Databases, snapshot: &Snapshot, watermark: u64)
         Err(e) => tracing::warn!(error = %e, "real-time snapshot unreadable; rebuilding from the warehouse"),
     }
     snapshot.clear().await?;
-    Ok((AlertState::load(warehouse).await?, watermark))
+    Ok((AlertState::load(warehouse).await?, watermark, false))
 }
 
 /// Rebuilds the state (see the module doc) and starts following staging.
@@ -105,7 +106,7 @@ pub async fn start(
     let warehouse = databases.warehouse.clone();
     let (census, watermark) = CensusState::load(&warehouse).await?;
     let store = Snapshot::open(&snapshot.dir).await?;
-    let (alerts, alerts_from) = alert_state(databases, &store, watermark).await?;
+    let (alerts, alerts_from, from_snapshot) = alert_state(databases, &store, watermark).await?;
     let from = Positions {
         census: watermark,
         alerts: alerts_from,
@@ -123,11 +124,17 @@ pub async fn start(
         alerts_from = from.alerts,
         "real-time state rebuilt; replaying staging after it"
     );
+    // A state rebuilt from the warehouse is saved at the first tick, anchored to the
+    // event at its position, even if nothing new arrives.
+    let last = match (from_snapshot, alerts_from) {
+        (false, p) if p > 0 => crate::staging::key_at(&databases.staging, p).await?.map(|k| (p, k)),
+        _ => None,
+    };
     let saver = Saver {
         store,
         every: snapshot.every,
-        saved: from.alerts,
-        last: None,
+        saved: if from_snapshot { alerts_from } else { 0 },
+        last,
         broken: false,
     };
     let task = tokio::spawn(run(realtime.clone(), follower, from, audit, saver, warehouse, shutdown));
