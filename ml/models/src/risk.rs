@@ -58,7 +58,7 @@
 //! the last evaluation cached so the repeated `gradient` calls cost nothing. The intercept
 //! starts at the logit of the weighted prevalence.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use argmin::core::{CostFunction, Executor, Gradient, State, TerminationReason};
 use argmin::solver::linesearch::MoreThuenteLineSearch;
@@ -147,6 +147,9 @@ pub struct TrainingSummary {
     pub iterations: u64,
     /// Whether the solver met its tolerance before `max_iterations`.
     pub converged: bool,
+    /// Passes over the fit rows (loss and gradient evaluations) the solver made.
+    #[serde(default)]
+    pub evaluations: u64,
 }
 
 /// A fitted risk model. Serialisable so the registry can store it as JSON.
@@ -248,6 +251,7 @@ pub fn fit(
             positive_weight: 1.0,
             iterations: 0,
             converged: false,
+            evaluations: 0,
         },
     };
     let xs = model.standardise_rows(x_fit);
@@ -263,6 +267,7 @@ pub fn fit(
     model.training.positive_weight = positive_weight;
     model.training.iterations = solved.iterations;
     model.training.converged = solved.converged;
+    model.training.evaluations = solved.evaluations;
 
     if n_cal > 0 {
         let x_cal = model.standardise_rows(x_cal);
@@ -399,6 +404,7 @@ struct Solved {
     intercept: f64,
     iterations: u64,
     converged: bool,
+    evaluations: u64,
 }
 
 /// A point, its cost and its gradient.
@@ -415,6 +421,8 @@ struct WeightedLogistic<'a> {
     /// The last point evaluated, its cost and gradient: argmin asks the cost and then
     /// the gradient of the same point, and L-BFGS the gradient of the accepted point.
     last: RefCell<Option<Evaluated>>,
+    /// Evaluations that were not in the cache.
+    evaluations: Cell<u64>,
 }
 
 impl WeightedLogistic<'_> {
@@ -425,6 +433,7 @@ impl WeightedLogistic<'_> {
                 return (*cost, grad.clone());
             }
         }
+        self.evaluations.set(self.evaluations.get() + 1);
         let d = self.x.ncols();
         let p = p.as_slice().expect("an owned Array1 is contiguous");
         let (beta, b) = (&p[..d], p[d]);
@@ -500,6 +509,7 @@ fn solve<'a>(xs: ArrayView2<'a, f64>, y: &'a [f64], w: &'a [f64], opts: &TrainOp
         inv_w: 1.0 / total,
         l2: opts.l2,
         last: RefCell::new(None),
+        evaluations: Cell::new(0),
     };
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
         .with_tolerance_grad(opts.tolerance)
@@ -509,6 +519,7 @@ fn solve<'a>(xs: ArrayView2<'a, f64>, y: &'a [f64], w: &'a [f64], opts: &TrainOp
         .timer(false)
         .run()
         .map_err(|e| ModelError::Solver(e.to_string()))?;
+    let evaluations = result.problem.problem.as_ref().map_or(0, |p| p.evaluations.get());
     let state = result.state();
     let converged = matches!(state.get_termination_reason(), Some(TerminationReason::SolverConverged));
     let iterations = state.get_iter();
@@ -523,6 +534,7 @@ fn solve<'a>(xs: ArrayView2<'a, f64>, y: &'a [f64], w: &'a [f64], opts: &TrainOp
         intercept: best[d],
         iterations,
         converged,
+        evaluations,
     })
 }
 
