@@ -4,7 +4,9 @@
 //! them; keeping them here lets them be tested and benchmarked without a server.
 
 pub mod error;
+pub mod forecast;
 pub mod metrics;
 pub mod risk;
+pub mod staffing;
 
 pub use error::ModelError;
