@@ -194,7 +194,11 @@ async fn news2_state_comes_back_from_the_local_snapshot() {
     std::fs::remove_dir_all(state_dir(&ch)).unwrap();
     let platform = start_platform(&ch).await;
     caught_up(platform.local_addr(), ack.committed_position).await;
-    assert_eq!(scores_of(platform.local_addr()).await, live, "rebuilt from the warehouse");
+    assert_eq!(
+        scores_of(platform.local_addr()).await,
+        live,
+        "rebuilt from the warehouse"
+    );
     platform.shutdown().await.unwrap();
 
     // The warehouse loses the vital signs; the load watermark stays, so a rebuild from

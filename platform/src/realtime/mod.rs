@@ -10,7 +10,7 @@ pub mod bus;
 pub mod census;
 pub mod changefeed;
 pub mod follow;
-pub mod news2;
+pub use hospital_clinical::news2;
 pub mod processor;
 pub mod snapshot;
 

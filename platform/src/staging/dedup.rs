@@ -97,30 +97,40 @@ impl CommittedKeys {
             }
         }
         // Whatever staging holds past the covered position (commits not yet durable
-        // when the process stopped, or everything when the index is new).
-        loop {
-            let from = keys.covered;
+        // when the process stopped, or everything when the index is new), a range of
+        // positions at a time (a `position` range reads only its own granules).
+        let end = max_position_from(client, keys.covered).await?;
+        let mut from = keys.covered;
+        while from < end {
+            let to = from.saturating_add(CATCH_UP_CHUNK).min(end);
             let rows = client
                 .query(&format!(
                     "SELECT source_system, event_id, position FROM {EVENTS_TABLE} \
-                     WHERE position > ? ORDER BY position LIMIT ?"
+                     WHERE position > ? AND position <= ? ORDER BY position"
                 ))
                 .bind(from)
-                .bind(CATCH_UP_CHUNK)
+                .bind(to)
                 .fetch_all::<StagedKey>()
                 .await?;
-            let Some(last) = rows.last() else { break };
-            let (last_position, last_key) = (last.position, key(&last.source_system, &last.event_id));
             opened.rows_read += rows.len() as u64;
-            let batch: Vec<(Vec<u8>, u64)> = rows
+            let last = rows.last().map(|r| (r.position, key(&r.source_system, &r.event_id)));
+            let mut batch: Vec<(Vec<u8>, u64)> = rows
                 .into_iter()
                 .map(|r| (key(&r.source_system, &r.event_id), r.position))
                 .collect();
-            keys.record(batch, Some((last_position, last_key)), true).await?;
+            // In key order: B-tree inserts in order touch each page once.
+            batch.sort_unstable();
+            keys.record(batch, last, false).await?;
+            from = to;
         }
         keys.durable().await?;
         opened.keys = keys.db.run(count).await?;
         Ok((keys, opened))
+    }
+
+    /// The highest staging position the index covers.
+    pub(super) fn covered(&self) -> u64 {
+        self.covered
     }
 
     /// Position of the first committed copy of each key, in order.
@@ -355,4 +365,22 @@ fn count(db: &Database, place: &Place) -> Result<u64> {
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
         Err(e) => Err(place.error("read", e)),
     }
+}
+
+/// The highest staged position at or above `from` (`from` when there is none): reads
+/// only the granules from `from` on, as staging is ordered by position.
+pub(super) async fn max_position_from(client: &Client, from: u64) -> Result<u64> {
+    #[derive(clickhouse::Row, Deserialize)]
+    struct Max {
+        max_position: u64,
+    }
+    let max = client
+        .query(&format!(
+            "SELECT max(position) AS max_position FROM {EVENTS_TABLE} WHERE position >= ?"
+        ))
+        .bind(from)
+        .fetch_one::<Max>()
+        .await?
+        .max_position;
+    Ok(max.max(from))
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::dedup::{CommittedKeys, IndexOpened};
+use super::dedup::{self, CommittedKeys, IndexOpened};
 use super::{StagedEvent, EVENTS_TABLE};
 use crate::db::fetch_by_keys;
 use crate::error::{Error, Result};
@@ -131,23 +131,16 @@ pub struct WriterOptions {
     pub state_dir: std::path::PathBuf,
 }
 
-#[derive(clickhouse::Row, Deserialize)]
-struct MaxPosition {
-    max_position: u64,
-}
-
 impl StagingWriter {
     /// Starts the writer; positions continue after the highest one already staged, and
     /// the keys already staged are indexed (first commit wins). Every committed flush
     /// goes to `sink` after its insert returned.
     pub async fn start(client: Client, opts: WriterOptions, sink: impl CommitSink) -> Result<Self> {
-        let last = client
-            .query("SELECT max(position) AS max_position FROM events")
-            .fetch_one::<MaxPosition>()
-            .await?
-            .max_position;
         let started = Instant::now();
         let (keys, opened) = CommittedKeys::open(&opts.state_dir, &client).await?;
+        // The index covers staging up to its covered position, so only the rest is read
+        // (a failed flush may have landed past it).
+        let last = dedup::max_position_from(&client, keys.covered()).await?;
         tracing::info!(
             keys = opened.keys,
             staging_rows_read = opened.rows_read,
