@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and running the platform needs on a Debian machine:
-# protoc (to compile the .proto files), ClickHouse server and client, curl, and a Rust
-# toolchain if there is none. Safe to run again: it installs only what is missing.
+# protoc (to compile the .proto files), ClickHouse server and client, curl, a Rust
+# toolchain if there is none, and pylance (Python's reader of the ML sidecar's Lance
+# training sets, which its tests read back from Python). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,8 @@ command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server
 command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo=""
@@ -26,4 +29,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
+fi
+
+if ! python3 -c 'import lance' >/dev/null 2>&1; then
+  echo "installing pylance with pip"
+  # Debian's own python3 refuses system-wide pip installs (PEP 668): install for the user.
+  python3 -m pip install --quiet --disable-pip-version-check pylance 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages pylance
 fi
