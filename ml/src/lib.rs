@@ -1,6 +1,8 @@
 //! The ML sidecar of the hospital data platform: a feature store on Lance, linfa models
 //! for patient risk and demand, and their serving over gRPC.
 
+pub mod serve;
+
 /// Runs the sidecar.
 pub fn run() -> anyhow::Result<()> {
     anyhow::bail!("hospital-ml: not built yet")
