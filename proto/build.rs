@@ -1,5 +1,6 @@
 //! Compiles every .proto under `hospital/` into Rust, plus one descriptor set for
-//! server reflection.
+//! server reflection; and the Open Inference Protocol v2 (`inference/`) with its own
+//! descriptor set, so that only the process serving it (the ML sidecar) advertises it.
 
 use std::path::PathBuf;
 
@@ -10,11 +11,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hospital/batch/v1/batch.proto",
         "hospital/realtime/v1/realtime.proto",
     ];
+    let inference = ["inference/grpc_predict_v2.proto"];
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
         .file_descriptor_set_path(out.join("hospital_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
-    for p in protos {
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("inference_descriptor.bin"))
+        .compile_protos(&inference, &["."])?;
+    for p in protos.iter().chain(&inference) {
         println!("cargo:rerun-if-changed={p}");
     }
     Ok(())

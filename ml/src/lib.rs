@@ -2,6 +2,7 @@
 //! for patient risk and demand, and their serving over gRPC.
 
 pub mod features;
+pub mod serve;
 pub mod store;
 
 /// Runs the sidecar.

@@ -27,14 +27,26 @@ mod generated {
             }
         }
     }
+    pub mod inference {
+        tonic::include_proto!("inference");
+    }
 }
 
 pub use generated::hospital::{
     batch::v1 as batch, events::v1 as events, ingest::v1 as ingest, realtime::v1 as realtime,
 };
+/// The Open Inference Protocol v2 (KServe's `grpc_predict_v2.proto`, package `inference`)
+/// with Triton's streaming extension `ModelStreamInfer`.
+pub use generated::inference;
 
 /// Encoded `FileDescriptorSet` of every hospital package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hospital_descriptor");
+
+/// Encoded `FileDescriptorSet` of the `inference` package, for server reflection in the
+/// process that serves `inference.GRPCInferenceService`. Kept apart from
+/// [`FILE_DESCRIPTOR_SET`] so that the platform, which registers that one, does not
+/// advertise a service it does not serve.
+pub const INFERENCE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inference_descriptor");
 
 impl events::clinical_event::Payload {
     /// The payload case's name, as stored in `staging.events.kind` and used by filters.

@@ -1,0 +1,4 @@
+//! Model serving: the Open Inference Protocol v2 ([`inference`]) over the models the
+//! registry promotes.
+
+pub mod inference;
