@@ -26,6 +26,11 @@ mod generated {
                 tonic::include_proto!("hospital.realtime.v1");
             }
         }
+        pub mod ml {
+            pub mod v1 {
+                tonic::include_proto!("hospital.ml.v1");
+            }
+        }
     }
     pub mod inference {
         tonic::include_proto!("inference");
@@ -33,7 +38,7 @@ mod generated {
 }
 
 pub use generated::hospital::{
-    batch::v1 as batch, events::v1 as events, ingest::v1 as ingest, realtime::v1 as realtime,
+    batch::v1 as batch, events::v1 as events, ingest::v1 as ingest, ml::v1 as ml, realtime::v1 as realtime,
 };
 /// The Open Inference Protocol v2 (KServe's `grpc_predict_v2.proto`, package `inference`)
 /// with Triton's streaming extension `ModelStreamInfer`.
@@ -47,6 +52,10 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("hosp
 /// [`FILE_DESCRIPTOR_SET`] so that the platform, which registers that one, does not
 /// advertise a service it does not serve.
 pub const INFERENCE_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inference_descriptor");
+
+/// Encoded `FileDescriptorSet` of `hospital.ml.v1` (and the event types it uses), for
+/// server reflection in the ML sidecar.
+pub const ML_FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ml_descriptor");
 
 impl events::clinical_event::Payload {
     /// The payload case's name, as stored in `staging.events.kind` and used by filters.

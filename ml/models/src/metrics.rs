@@ -202,7 +202,7 @@ pub fn report(probs: &[f64], labels: &[bool], threshold: f64, patient_days: f64)
 }
 
 /// Discrimination and alert burden of a score that is not a probability.
-fn ranking_report(scores: &[f64], labels: &[bool], threshold: f64, patient_days: f64) -> Report {
+pub fn ranking_report(scores: &[f64], labels: &[bool], threshold: f64, patient_days: f64) -> Report {
     Report {
         n: labels.len(),
         positives: labels.iter().filter(|&&l| l).count(),

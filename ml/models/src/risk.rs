@@ -150,6 +150,10 @@ pub struct TrainingSummary {
     /// Passes over the fit rows (loss and gradient evaluations) the solver made.
     #[serde(default)]
     pub evaluations: u64,
+    /// Platt scaling came out with a slope at or below 0, so only the class weights'
+    /// prior shift was corrected (slope 1).
+    #[serde(default)]
+    pub platt_fallback: bool,
 }
 
 /// A fitted risk model. Serialisable so the registry can store it as JSON.
@@ -252,6 +256,7 @@ pub fn fit(
             iterations: 0,
             converged: false,
             evaluations: 0,
+            platt_fallback: false,
         },
     };
     let xs = model.standardise_rows(x_fit);
@@ -274,8 +279,26 @@ pub fn fit(
         let logits: Vec<f64> = x_cal.outer_iter().map(|r| model.linear(r)).collect();
         let labels: Vec<bool> = y_cal.to_vec();
         let (a, b) = logistic_1d(&logits, &labels);
-        model.platt_a = a;
-        model.platt_b = b;
+        if a > 0.0 && a.is_finite() && b.is_finite() {
+            model.platt_a = a;
+            model.platt_b = b;
+        } else {
+            // A slope at or below 0 would keep or invert no ranking: the calibration
+            // slice disagrees with the fit (too few positives, or drift). Correct only
+            // the prior shift of the class weights instead: the weighted prevalence is
+            // p_w, the slice's is p, so b = logit(p) - logit(p_w).
+            let p = labels.iter().filter(|&&l| l).count() as f64 / labels.len() as f64;
+            let n_pos_fit = y_fit.iter().filter(|&&v| v).count() as f64;
+            let n_neg_fit = y_fit.len() as f64 - n_pos_fit;
+            let p_w = positive_weight * n_pos_fit / (positive_weight * n_pos_fit + n_neg_fit);
+            let logit = |q: f64| {
+                let q = q.clamp(1e-6, 1.0 - 1e-6);
+                (q / (1.0 - q)).ln()
+            };
+            model.platt_a = 1.0;
+            model.platt_b = logit(p) - logit(p_w);
+            model.training.platt_fallback = true;
+        }
     }
     Ok(model)
 }

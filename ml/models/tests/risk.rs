@@ -227,3 +227,32 @@ fn the_model_can_be_shared_between_threads() {
     fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<RiskModel>();
 }
+
+/// A calibration slice that disagrees with the fit (its outcome runs the other way)
+/// must not invert the ranking: Platt's slope would be negative, so only the prior
+/// shift is corrected.
+#[test]
+fn a_calibration_slice_that_disagrees_never_inverts_the_ranking() {
+    let n = 1_000;
+    let x: Vec<f64> = (0..n).map(|i| ((i * 37) % 100) as f64 / 10.0 - 5.0).collect();
+    // The fit slice (first 80%): positive when x > 3; the calibration slice: when x < -3.
+    let y: Vec<bool> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| if i < n * 8 / 10 { v > 3.0 } else { v < -3.0 })
+        .collect();
+    let x = ndarray::Array2::from_shape_vec((n, 1), x).unwrap();
+    let y = ndarray::Array1::from_vec(y);
+    let model = hospital_ml_models::risk::fit(
+        x.view(),
+        y.view(),
+        &["x".to_string()],
+        &hospital_ml_models::risk::TrainOptions::default(),
+    )
+    .unwrap();
+    assert!(model.training.platt_fallback);
+    assert_eq!(model.platt_a, 1.0);
+    let low = model.score(ndarray::array![-4.0].view()).probability;
+    let high = model.score(ndarray::array![4.0].view()).probability;
+    assert!(high > low, "the ranking of the fit is kept: {low} vs {high}");
+}

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 
-use super::{Diagnosis, Encounter, History, Reading, VitalSet};
+use super::{Diagnosis, Encounter, History, Reading, Transfer, VitalSet};
 
 /// Patient keys per `IN` list.
 pub const KEYS_PER_QUERY: usize = 500;
@@ -107,9 +107,9 @@ pub async fn horizon_ms(client: &Client) -> Result<i64> {
     }
     Ok(client
         .query(
-            "SELECT greatest( \
+            "SELECT greatest(greatest( \
                (SELECT max(taken_at_ms) FROM fact_vital_sign_set), \
-               (SELECT max(ifNull(admitted_at_ms, 0)) FROM fact_encounter), \
+               (SELECT max(ifNull(admitted_at_ms, 0)) FROM fact_encounter)), \
                (SELECT max(ifNull(discharged_at_ms, 0)) FROM fact_encounter)) AS h",
         )
         .fetch_one::<H>()
@@ -314,7 +314,7 @@ pub async fn histories(
         })
         .collect()
     };
-    let mut by_encounter: HashMap<(String, String), Vec<(i64, u64, String, String)>> = HashMap::new();
+    let mut by_encounter: HashMap<(String, String), Vec<Transfer>> = HashMap::new();
     for (k, t) in transfers {
         by_encounter
             .entry((k, t.encounter_id))

@@ -51,6 +51,9 @@ pub struct VitalSet {
     pub spo2_scale: String,
 }
 
+/// A transfer: (at, position, department, ward).
+pub type Transfer = (i64, u64, String, String);
+
 /// An encounter as the warehouse holds it, with when each part arrived.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Encounter {
@@ -66,8 +69,7 @@ pub struct Encounter {
     pub discharge_disposition: String,
     pub ed_arrival_at_ms: Option<i64>,
     pub ed_arrival_position: u64,
-    /// Transfers: (at, position, department, ward).
-    pub transfers: Vec<(i64, u64, String, String)>,
+    pub transfers: Vec<Transfer>,
 }
 
 /// A coded diagnosis and when it was recorded.

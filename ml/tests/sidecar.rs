@@ -1,0 +1,389 @@
+//! The sidecar end to end against real servers: a ClickHouse, the platform (in-process,
+//! to fill the warehouse from a simulated hospital), and the sidecar over a socket.
+//! Training set -> model -> scores; online features equal the offline rows; a late
+//! fact never leaks into an earlier row.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use arrow_array::{Array, Float64Array, Int64Array, StringArray, UInt64Array};
+use futures::StreamExt;
+use hospital_ml::server::{serve, Sidecar};
+use hospital_ml::store::TrainingSetStore;
+use hospital_proto::events::{self as ev, clinical_event::Payload, ClinicalEvent, PatientRef};
+use hospital_proto::ml as pb;
+use hospital_proto::ml::feature_store_service_client::FeatureStoreServiceClient;
+use hospital_proto::ml::model_service_client::ModelServiceClient;
+use hospital_proto::ml::risk_service_client::RiskServiceClient;
+use tonic::transport::Channel;
+
+const DAY: i64 = 86_400;
+
+struct Rig {
+    ch: hospital_testkit::ClickHouseServer,
+    platform: hospital_platform::server::Platform,
+    ml: SocketAddr,
+    data: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn endpoint(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+async fn send(platform: SocketAddr, events: Vec<ClinicalEvent>) {
+    let report = hospital_client::sender::send_events(
+        events,
+        &hospital_client::sender::SenderOptions {
+            endpoint: endpoint(platform),
+            batch_size: 2_000,
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await
+    .expect("every event is sent");
+    assert!(report.rejections.is_empty(), "{:?}", report.rejections);
+}
+
+async fn warehouse_load(platform: SocketAddr) {
+    use hospital_proto::batch::batch_service_client::BatchServiceClient;
+    use hospital_proto::batch::RunWarehouseLoadRequest;
+    let mut batch = BatchServiceClient::new(hospital_client::connect(&endpoint(platform)).await.unwrap());
+    let mut progress = batch
+        .run_warehouse_load(RunWarehouseLoadRequest { full_reload: false })
+        .await
+        .unwrap()
+        .into_inner();
+    while progress.message().await.expect("warehouse load").is_some() {}
+}
+
+async fn rig(days: i64) -> Rig {
+    let ch = hospital_testkit::ClickHouseServer::start().expect("ClickHouse");
+    let mut c = hospital_platform::config::Config::default();
+    c.server.listen = "127.0.0.1:0".parse().unwrap();
+    c.clickhouse.url = ch.url();
+    c.batch.interval_secs = 0;
+    c.staging.flush_interval_ms = 20;
+    c.ingest.max_future_secs = 400 * DAY as u64;
+    c.state.dir = ch.data_dir().join("platform-state");
+    let platform = hospital_platform::server::start(c).await.expect("platform starts");
+    use hospital_client::simulate::{SimOptions, Simulator};
+    let start = SimOptions::default().start_secs;
+    let events: Vec<ClinicalEvent> = Simulator::new(SimOptions {
+        seed: 7,
+        start_secs: start,
+        end_secs: Some(start + days * DAY),
+        warm_up_days: 3,
+        ..SimOptions::default()
+    })
+    .collect();
+    send(platform.local_addr(), events).await;
+    warehouse_load(platform.local_addr()).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let warehouse = hospital_ml::warehouse_client(&ch.url(), "default", "");
+    let sidecar = Sidecar::open(warehouse, data.path().to_path_buf()).unwrap();
+    let (bound, addr) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(sidecar, "127.0.0.1:0".parse().unwrap(), bound, async move {
+        let _ = stopped.await;
+    }));
+    let ml = addr.await.unwrap();
+    Rig {
+        ch,
+        platform,
+        ml,
+        data,
+        _stop: stop,
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    hospital_client::connect(&endpoint(addr)).await.unwrap()
+}
+
+async fn build(addr: SocketAddr, name: &str, task: pb::Task) -> pb::TrainingSetVersion {
+    let mut fs = FeatureStoreServiceClient::new(channel(addr).await);
+    let mut progress = fs
+        .build_training_set(pb::BuildTrainingSetRequest {
+            name: name.into(),
+            task: task as i32,
+            from: None,
+            to: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut messages = 0;
+    let mut last = None;
+    while let Some(p) = progress.message().await.expect("the build succeeds") {
+        messages += 1;
+        last = Some(p);
+    }
+    let last = last.expect("progress then a result");
+    assert!(messages >= 2, "progress is streamed before the result");
+    last.result.expect("the last message carries the version")
+}
+
+/// One training row as written: (patient key, cutoff ms, cutoff position, features).
+async fn rows(store: &TrainingSetStore, name: &str, version: u64) -> Vec<(String, i64, u64, Vec<f64>)> {
+    let set = store.open(name, Some(version)).await.unwrap();
+    let names: Vec<String> = set.metadata().features.iter().map(|f| f.name.clone()).collect();
+    let mut scan = set.scan(4096).await.unwrap();
+    let mut out = Vec::new();
+    while let Some(b) = scan.next().await {
+        let b = b.unwrap();
+        let col = |n: &str| b.column(b.schema().index_of(n).unwrap()).clone();
+        let patient = col("patient_key");
+        let patient = patient.as_any().downcast_ref::<StringArray>().unwrap();
+        let cut = col("cutoff_ms");
+        let cut = cut.as_any().downcast_ref::<Int64Array>().unwrap();
+        let pos = col("cutoff_position");
+        let pos = pos.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let features: Vec<_> = names.iter().map(|n| col(n)).collect();
+        for i in 0..b.num_rows() {
+            let v = features
+                .iter()
+                .map(|c| {
+                    let c = c.as_any().downcast_ref::<Float64Array>().unwrap();
+                    if c.is_null(i) {
+                        f64::NAN
+                    } else {
+                        c.value(i)
+                    }
+                })
+                .collect();
+            out.push((patient.value(i).to_string(), cut.value(i), pos.value(i), v));
+        }
+    }
+    out
+}
+
+fn same(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+}
+
+fn identity(ch: &hospital_testkit::ClickHouseServer) -> HashMap<String, PatientRef> {
+    let out = ch
+        .query(
+            "SELECT toString(patient_key), assigning_authority, mrn FROM warehouse.patient_identity FINAL FORMAT TSV",
+        )
+        .unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let mut p = l.split('\t');
+            Some((
+                p.next()?.to_string(),
+                PatientRef {
+                    assigning_authority: p.next()?.to_string(),
+                    mrn: p.next()?.to_string(),
+                },
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_set_model_and_scores_over_real_servers() {
+    let r = rig(8).await;
+    let set = build(r.ml, "deterioration", pb::Task::Deterioration24h).await;
+    assert!(set.rows > 100, "{set:?}");
+    assert!(set.positives > 0, "the simulated week has deteriorations: {set:?}");
+    assert_eq!(set.version, 1);
+
+    // Train: metrics beside the NEWS2 baseline on the same held-out rows.
+    let mut models = ModelServiceClient::new(channel(r.ml).await);
+    let m = models
+        .train(pb::TrainRequest {
+            task: pb::Task::Deterioration24h as i32,
+            training_set: "deterioration".into(),
+            training_set_version: 0,
+            l2: 0.0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(m.promoted, "the first version is promoted");
+    let (model, baseline) = (m.model.unwrap(), m.baseline.unwrap());
+    assert_eq!(model.rows, baseline.rows, "model and baseline on the same rows");
+    assert!(model.auroc.is_finite() || model.positives == 0, "{model:?}");
+    eprintln!(
+        "deterioration: model {model:?}\nbaseline {}: {baseline:?}",
+        m.baseline_name
+    );
+
+    // Online features of a row's patient as of the row's point equal the row: the same
+    // code on the same facts.
+    let store = TrainingSetStore::new(r.data.path().join("training_sets"));
+    let offline = rows(&store, "deterioration", 1).await;
+    let ids = identity(&r.ch);
+    let mut fs = FeatureStoreServiceClient::new(channel(r.ml).await);
+    let mut checked = 0;
+    for (patient, cut, pos, features) in offline.iter().step_by((offline.len() / 25).max(1)) {
+        let online = fs
+            .get_online_features(pb::GetOnlineFeaturesRequest {
+                patient: Some(ids[patient].clone()),
+                as_of_position: *pos,
+                as_of: Some(prost_types::Timestamp {
+                    seconds: cut.div_euclid(1000),
+                    nanos: (cut.rem_euclid(1000) * 1_000_000) as i32,
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            same(&online.values, features),
+            "online != offline for {patient} at {cut}/{pos}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10);
+
+    // Scores: by patient (as of everything in the warehouse) and by vector; a stream
+    // keeps order and answers a bad request in place.
+    let (patient, _, _, features) = offline.last().unwrap().clone();
+    let mut risk = RiskServiceClient::new(channel(r.ml).await);
+    let by_vector = risk
+        .score_one(pb::ScoreRequest {
+            request_id: "v".into(),
+            task: pb::Task::Deterioration24h as i32,
+            input: Some(pb::score_request::Input::Features(pb::FeatureVector {
+                values: features.clone(),
+            })),
+            model_version: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!((0.0..=1.0).contains(&by_vector.probability));
+    assert_eq!(by_vector.contributions.len(), features.len());
+    let requests = vec![
+        pb::ScoreRequest {
+            request_id: "a".into(),
+            task: pb::Task::Deterioration24h as i32,
+            input: Some(pb::score_request::Input::Patient(pb::PatientAt {
+                patient: Some(ids[&patient].clone()),
+                as_of_position: 0,
+            })),
+            model_version: 0,
+        },
+        pb::ScoreRequest {
+            request_id: "bad".into(),
+            task: pb::Task::Deterioration24h as i32,
+            input: Some(pb::score_request::Input::Features(pb::FeatureVector {
+                values: vec![1.0],
+            })),
+            model_version: 0,
+        },
+        pb::ScoreRequest {
+            request_id: "c".into(),
+            task: pb::Task::Deterioration24h as i32,
+            input: Some(pb::score_request::Input::Features(pb::FeatureVector {
+                values: features.clone(),
+            })),
+            model_version: 0,
+        },
+    ];
+    let answers: Vec<pb::ScoreResponse> = risk
+        .score(futures::stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    let ids_back: Vec<&str> = answers.iter().map(|a| a.request_id.as_str()).collect();
+    assert_eq!(ids_back, ["a", "bad", "c"]);
+    assert!(answers[0].error.is_empty(), "{:?}", answers[0].error);
+    assert!(answers[1].error.contains("features.values"), "{:?}", answers[1].error);
+    assert_eq!(answers[2].probability, by_vector.probability);
+
+    // The same model through the Open Inference Protocol.
+    use hospital_proto::inference as oip;
+    let mut infer = oip::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel(r.ml).await);
+    let out = infer
+        .model_infer(oip::ModelInferRequest {
+            model_name: "deterioration_24h".into(),
+            inputs: vec![oip::model_infer_request::InferInputTensor {
+                name: "features".into(),
+                datatype: "FP64".into(),
+                shape: vec![1, features.len() as i64],
+                contents: Some(oip::InferTensorContents {
+                    fp64_contents: features.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = &out.outputs[0].contents.as_ref().unwrap().fp64_contents;
+    assert_eq!(p, &vec![by_vector.probability]);
+    r.platform.shutdown().await.unwrap();
+}
+
+/// A lab resulted before a row's cutoff but sent after it stays out of that row (it had
+/// not arrived), and is in the online vector once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_result_never_reaches_back_into_an_earlier_row() {
+    let r = rig(4).await;
+    let v1 = build(r.ml, "leak", pb::Task::Deterioration24h).await;
+    let store = TrainingSetStore::new(r.data.path().join("training_sets"));
+    let before = rows(&store, "leak", v1.version).await;
+    let lactate = v1.features.iter().position(|f| f == "lab_lactate_last").unwrap();
+    let (patient, cut, pos, features) = before[before.len() / 2].clone();
+    let ids = identity(&r.ch);
+    let who = ids[&patient].clone();
+    // A lactate of 9.9 resulted 30 minutes before the row's cutoff, sent now.
+    let late = ClinicalEvent {
+        event_id: "late-lactate".into(),
+        source_system: "late-lis".into(),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: (cut - 1_800_000) / 1000,
+            nanos: 0,
+        }),
+        patient: Some(who.clone()),
+        payload: Some(Payload::LabResult(ev::LabResult {
+            order_id: "late-order".into(),
+            loinc_code: "2524-7".into(),
+            display: "Lactate".into(),
+            value: Some(9.9),
+            unit: "mmol/L".into(),
+            ..Default::default()
+        })),
+    };
+    send(r.platform.local_addr(), vec![late]).await;
+    warehouse_load(r.platform.local_addr()).await;
+    let v2 = build(r.ml, "leak", pb::Task::Deterioration24h).await;
+    assert_eq!(v2.version, 2);
+    let after = rows(&store, "leak", 2).await;
+    let row = after
+        .iter()
+        .find(|(p, c, q, _)| p == &patient && *c == cut && *q == pos)
+        .expect("the same row in the rebuilt set");
+    assert!(
+        same(&row.3, &features),
+        "the late result changed a row whose cutoff came before it arrived"
+    );
+    assert_ne!(row.3[lactate], 9.9);
+    // Online, as of now (it has arrived) at the same time: it counts.
+    let mut fs = FeatureStoreServiceClient::new(channel(r.ml).await);
+    let now = fs
+        .get_online_features(pb::GetOnlineFeaturesRequest {
+            patient: Some(who),
+            as_of_position: 0,
+            as_of: Some(prost_types::Timestamp {
+                seconds: cut.div_euclid(1000),
+                nanos: (cut.rem_euclid(1000) * 1_000_000) as i32,
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.values[lactate], 9.9, "once arrived, the result counts");
+    r.platform.shutdown().await.unwrap();
+}
