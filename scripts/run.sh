@@ -27,11 +27,12 @@ grpc_port=${HOSPITAL_GRPC_PORT:-50051}
 mllp_port=${HOSPITAL_MLLP_PORT:-2575}
 ch_http=${HOSPITAL_CH_HTTP_PORT:-8123}
 ch_tcp=${HOSPITAL_CH_TCP_PORT:-9000}
+ml_port=${HOSPITAL_ML_PORT:-50061}
 state=.hospital
 mkdir -p "$state"
 
 echo "== building (release)"
-cargo build --release --locked -p hospital-platform -p hospital-client -p hospital-testkit
+cargo build --release --locked -p hospital-platform -p hospital-client -p hospital-testkit -p hospital-ml
 bin="${CARGO_TARGET_DIR:-target}/release"
 
 pids=()
@@ -99,8 +100,21 @@ echo "== live census and NEWS2 scores (the real-time stage)"
 echo "highest NEWS2 now:"
 "$bin/hospital" scores --top 10
 
+echo "== the ML sidecar on 127.0.0.1:$ml_port: training sets from the warehouse (Lance), models trained and served"
+HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" HOSPITAL_ML_DATA_DIR="$state/ml" \
+  "$bin/hospital-ml" --listen "127.0.0.1:$ml_port" --bootstrap >"$state/ml.log" 2>&1 &
+pids+=($!)
+ml_pid=$!
+for _ in $(seq 1 2400); do
+  grep -q "hospital-ml serving" "$state/ml.log" 2>/dev/null && break
+  if ! kill -0 "$ml_pid" 2>/dev/null; then cat "$state/ml.log"; exit 1; fi
+  sleep 0.25
+done
+grep -E "training set built|model trained|bootstrap failed" "$state/ml.log" | sed 's/\x1b\[[0-9;]*m//g' || true
+
 echo
 echo "platform: $HOSPITAL_ENDPOINT (try: grpcurl -plaintext 127.0.0.1:$grpc_port list)"
+echo "ML sidecar: grpcurl -plaintext -d '{\"task\":\"TASK_DETERIORATION_24H\"}' 127.0.0.1:$ml_port hospital.ml.v1.ModelService/ListModels"
 echo "the simulated hospital carries on live (log: $state/simulate.log); follow it:"
 echo "  $bin/hospital alerts    |    $bin/hospital census --watch    |    $bin/hospital feed --kind admission"
 echo "clickhouse: http://127.0.0.1:$ch_http   logs: $state/*.log"
