@@ -246,12 +246,17 @@ impl fs::FeatureStoreService for FeatureStoreApi {
             for v in store.versions(&name).await.map_err(internal)? {
                 let set = store.open(&name, Some(v.version)).await.map_err(internal)?;
                 let m = set.metadata();
+                // The label definition starts with the task's name (see `training::build`).
+                let task = [Task::Deterioration24h, Task::Readmission30d]
+                    .into_iter()
+                    .find(|t| m.label.definition.starts_with(&format!("{}:", t.name())))
+                    .map_or(pb::Task::Unspecified, task_to_pb);
                 versions.push(pb::TrainingSetVersion {
                     name: name.clone(),
                     version: v.version,
                     rows: v.rows,
                     positives: 0,
-                    task: 0,
+                    task: task as i32,
                     label_definition: m.label.definition.clone(),
                     watermark: m.watermark,
                     features: m.features.iter().map(|f| f.name.clone()).collect(),
