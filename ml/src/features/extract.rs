@@ -186,6 +186,23 @@ struct IcuRow {
     intime_ms: i64,
 }
 
+fn add_readings(
+    out: &mut HashMap<String, History>,
+    rows: Vec<ReadingRow>,
+    list: fn(&mut History) -> &mut Vec<Reading>,
+) {
+    for r in rows {
+        if let Some(h) = out.get_mut(&r.k) {
+            list(h).push(Reading {
+                code: r.code,
+                value: r.v,
+                at_ms: r.at_ms,
+                position: r.position,
+            });
+        }
+    }
+}
+
 fn parse_date(s: &str) -> Option<(i32, u32, u32)> {
     let mut parts = s.splitn(3, '-');
     Some((
@@ -223,16 +240,7 @@ pub async fn histories(
         keys,
     )
     .await?;
-    for r in vitals {
-        if let Some(h) = out.get_mut(&r.k) {
-            h.vitals.push(Reading {
-                code: r.code,
-                value: r.v,
-                at_ms: r.at_ms,
-                position: r.position,
-            });
-        }
-    }
+    add_readings(&mut out, vitals, |h| &mut h.vitals);
     let labs: Vec<ReadingRow> = by_keys(
         client,
         "SELECT toString(patient_key) AS k, loinc_code AS code, assumeNotNull(value) AS v, resulted_at_ms AS at_ms, \
@@ -241,16 +249,7 @@ pub async fn histories(
         keys,
     )
     .await?;
-    for r in labs {
-        if let Some(h) = out.get_mut(&r.k) {
-            h.labs.push(Reading {
-                code: r.code,
-                value: r.v,
-                at_ms: r.at_ms,
-                position: r.position,
-            });
-        }
-    }
+    add_readings(&mut out, labs, |h| &mut h.labs);
     let sets: Vec<SetRow> = by_keys(
         client,
         "SELECT toString(patient_key) AS k, source_event_id, encounter_id, taken_at_ms AS at_ms, \
