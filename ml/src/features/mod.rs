@@ -11,6 +11,7 @@
 pub mod extract;
 pub mod labels;
 
+use hospital_clinical::care_unit::is_icu_code;
 use hospital_clinical::news2::{self, Acvpu, Parameters, Spo2Scale};
 use hospital_ml_models::metrics::charlson_from_icd;
 
@@ -211,13 +212,10 @@ pub fn feature_defs() -> Vec<FeatureDef> {
     defs
 }
 
-/// Whether a location code is an ICU: the department's or the ward's code is `ICU` or
-/// ends in `ICU`, or is `CCU` or `CSRU` (the warehouse's rule for `fact_icu_stay`).
+/// Whether a location is an ICU: its department's or ward's code names one (the rule
+/// the warehouse's `fact_icu_stay` uses).
 pub fn is_icu(department: &str, ward: &str) -> bool {
-    [department, ward].iter().any(|c| {
-        let c = c.trim().to_ascii_uppercase();
-        c.ends_with("ICU") || c == "CCU" || c == "CSRU"
-    })
+    is_icu_code(department) || is_icu_code(ward)
 }
 
 fn slope_per_hour(points: &[(i64, f64)]) -> f64 {
@@ -441,13 +439,7 @@ pub fn features(h: &History, at: AsOf) -> Vec<f64> {
             .count() as f64,
     );
     v.push(ed_visits(h, at, 182) as f64);
-    let codes: Vec<&str> = h
-        .diagnoses
-        .iter()
-        .filter(|d| at.sees(d.at_ms, d.position))
-        .map(|d| d.code.as_str())
-        .collect();
-    v.push(f64::from(charlson_from_icd(&codes)));
+    v.push(f64::from(charlson_at(h, at)));
     v
 }
 

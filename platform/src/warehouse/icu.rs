@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use clickhouse::Client;
+use hospital_clinical::care_unit::is_icu_code;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -32,24 +33,17 @@ pub const RETURN_WINDOW_MS: i64 = 24 * 3_600_000;
 
 const MS_PER_HOUR: f64 = 3_600_000.0;
 
-/// Whether a location is an intensive care unit: its department or ward code (upper
-/// case) is `ICU` or ends in `ICU` (MIMIC's MICU, SICU, TSICU, NICU; PICU, CVICU), or is
-/// `CCU` (coronary care) or `CSRU` (cardiac surgery recovery), the MIMIC-III care units
-/// that ICUSTAYS counts as ICUs. MIMIC's `NWARD` (neonatal ward) is not one. The
-/// simulator's ward `ICU` (department `CC`) is one.
+/// Whether a location is an intensive care unit: its department or ward code is one
+/// ([`is_icu_code`]).
 pub fn is_icu(location: &LocationCodes) -> bool {
     icu_code(location).is_some()
 }
 
 /// The code that makes `location` an ICU: the department's, else the ward's.
 fn icu_code(location: &LocationCodes) -> Option<&str> {
-    let icu = |code: &str| {
-        let c = code.trim().to_ascii_uppercase();
-        c.ends_with("ICU") || c == "CCU" || c == "CSRU"
-    };
     [&location.department_code, &location.ward_code]
         .into_iter()
-        .find(|c| icu(c))
+        .find(|c| is_icu_code(c))
         .map(String::as_str)
 }
 
