@@ -204,20 +204,20 @@ impl Registry {
         };
         let (x_train, y_train) = pick(train_idx);
         let (x_test, y_test) = pick(test_idx);
-        let started = std::time::Instant::now();
-        let model = {
+        let (model, train_probs, fit_seconds) = {
             let names = matrix.columns.clone();
             let opts = options.clone();
-            tokio::task::spawn_blocking(move || risk::fit(x_train.view(), y_train.view(), &names, &opts)).await??
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let model = risk::fit(x_train.view(), y_train.view(), &names, &opts)?;
+                let fit_seconds = started.elapsed().as_secs_f64();
+                let probs: Vec<f64> = model.score_rows(x_train.view()).iter().map(|s| s.probability).collect();
+                Ok::<_, hospital_ml_models::ModelError>((model, probs, fit_seconds))
+            })
+            .await??
         };
-        let fit_seconds = started.elapsed().as_secs_f64();
         let (baseline_name, baseline_threshold) = task.baseline();
         // The model's threshold: alert on the training rows as often as the baseline.
-        let train_probs: Vec<f64> = model
-            .score_rows(pick(train_idx).0.view())
-            .iter()
-            .map(|s| s.probability)
-            .collect();
         let train_alert_rate =
             train_idx.iter().filter(|&&i| side[i].1 >= baseline_threshold).count() as f64 / train_idx.len() as f64;
         let threshold = quantile_threshold(&train_probs, train_alert_rate);

@@ -63,6 +63,8 @@ pub(super) struct CommittedKeys {
 pub struct IndexOpened {
     /// Keys in the index once it is current.
     pub keys: u64,
+    /// The highest position staging holds (where the writer's positions continue).
+    pub last_position: u64,
     /// Staging rows read to bring it up to date.
     pub rows_read: u64,
     /// Whether an index on disk was discarded (it did not match staging).
@@ -100,6 +102,7 @@ impl CommittedKeys {
         // when the process stopped, or everything when the index is new), a range of
         // positions at a time (a `position` range reads only its own granules).
         let end = max_position_from(client, keys.covered).await?;
+        opened.last_position = end;
         let mut from = keys.covered;
         while from < end {
             let to = from.saturating_add(CATCH_UP_CHUNK).min(end);
@@ -126,11 +129,6 @@ impl CommittedKeys {
         keys.durable().await?;
         opened.keys = keys.db.run(count).await?;
         Ok((keys, opened))
-    }
-
-    /// The highest staging position the index covers.
-    pub(super) fn covered(&self) -> u64 {
-        self.covered
     }
 
     /// Position of the first committed copy of each key, in order.
@@ -369,7 +367,7 @@ fn count(db: &Database, place: &Place) -> Result<u64> {
 
 /// The highest staged position at or above `from` (`from` when there is none): reads
 /// only the granules from `from` on, as staging is ordered by position.
-pub(super) async fn max_position_from(client: &Client, from: u64) -> Result<u64> {
+async fn max_position_from(client: &Client, from: u64) -> Result<u64> {
     #[derive(clickhouse::Row, Deserialize)]
     struct Max {
         max_position: u64,

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::dedup::{self, CommittedKeys, IndexOpened};
+use super::dedup::{CommittedKeys, IndexOpened};
 use super::{StagedEvent, EVENTS_TABLE};
 use crate::db::fetch_by_keys;
 use crate::error::{Error, Result};
@@ -138,9 +138,7 @@ impl StagingWriter {
     pub async fn start(client: Client, opts: WriterOptions, sink: impl CommitSink) -> Result<Self> {
         let started = Instant::now();
         let (keys, opened) = CommittedKeys::open(&opts.state_dir, &client).await?;
-        // The index covers staging up to its covered position, so only the rest is read
-        // (a failed flush may have landed past it).
-        let last = dedup::max_position_from(&client, keys.covered()).await?;
+        let last = opened.last_position;
         tracing::info!(
             keys = opened.keys,
             staging_rows_read = opened.rows_read,
