@@ -52,7 +52,8 @@ for _ in $(seq 1 300); do
 done
 
 echo "== starting the platform on 127.0.0.1:$grpc_port (gRPC) and 127.0.0.1:$mllp_port (HL7 v2 MLLP)"
-HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" \
+# Warehouse loads every 15 s (default 60): live risk scores follow the warehouse.
+HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" HOSPITAL__BATCH__INTERVAL_SECS=${HOSPITAL__BATCH__INTERVAL_SECS:-15} \
   "$bin/hospital-platform" --listen "127.0.0.1:$grpc_port" --mllp-listen "127.0.0.1:$mllp_port" >"$state/platform.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
@@ -100,9 +101,9 @@ echo "== live census and NEWS2 scores (the real-time stage)"
 echo "highest NEWS2 now:"
 "$bin/hospital" scores --top 10
 
-echo "== the ML sidecar on 127.0.0.1:$ml_port: training sets from the warehouse (Lance), models trained and served"
+echo "== the ML sidecar on 127.0.0.1:$ml_port: training sets from the warehouse (Lance), models trained, served and scoring live"
 HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" HOSPITAL_ML_DATA_DIR="$state/ml" \
-  "$bin/hospital-ml" --listen "127.0.0.1:$ml_port" --bootstrap >"$state/ml.log" 2>&1 &
+  "$bin/hospital-ml" --listen "127.0.0.1:$ml_port" --bootstrap --platform "$HOSPITAL_ENDPOINT" >"$state/ml.log" 2>&1 &
 pids+=($!)
 ml_pid=$!
 for _ in $(seq 1 2400); do
@@ -111,12 +112,16 @@ for _ in $(seq 1 2400); do
   sleep 0.25
 done
 grep -E "training set built|model trained|bootstrap failed" "$state/ml.log" | sed 's/\x1b\[[0-9;]*m//g' || true
+if [ -z "$source_kind" ]; then
+  echo "== live risk scores: each new vital-signs set scored once the warehouse holds it (40 s of them)"
+  timeout 40 "$bin/hospital" risk | head -25 || true
+fi
 
 echo
 echo "platform: $HOSPITAL_ENDPOINT (try: grpcurl -plaintext 127.0.0.1:$grpc_port list)"
 echo "ML sidecar: grpcurl -plaintext -d '{\"task\":\"TASK_DETERIORATION_24H\"}' 127.0.0.1:$ml_port hospital.ml.v1.ModelService/ListModels"
 echo "the simulated hospital carries on live (log: $state/simulate.log); follow it:"
-echo "  $bin/hospital alerts    |    $bin/hospital census --watch    |    $bin/hospital feed --kind admission"
+echo "  $bin/hospital alerts    |    $bin/hospital risk    |    $bin/hospital census --watch    |    $bin/hospital feed --kind admission"
 echo "clickhouse: http://127.0.0.1:$ch_http   logs: $state/*.log"
 if [ "${HOSPITAL_DEMO_EXIT:-0}" = "1" ]; then
   exit 0

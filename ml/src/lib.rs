@@ -1,7 +1,9 @@
 //! The ML sidecar of the hospital data platform: a feature store on Lance, linfa models
 //! for patient risk and demand, and their serving over gRPC.
 
+pub mod demand;
 pub mod features;
+pub mod live;
 pub mod registry;
 pub mod serve;
 pub mod server;
@@ -41,6 +43,10 @@ pub struct Cli {
     /// in the warehouse, train, and promote.
     #[arg(long)]
     pub bootstrap: bool,
+    /// Score live: follow this platform's change feed and write each score back through
+    /// its ingest (e.g. http://127.0.0.1:50051). Without it the sidecar only serves.
+    #[arg(long, env = "HOSPITAL_ML_PLATFORM")]
+    pub platform: Option<String>,
 }
 
 /// A read client on the warehouse database: RowBinary without schema validation (the
@@ -128,13 +134,25 @@ pub fn run() -> anyhow::Result<()> {
                 }
             }
         }
+        let live = cli.platform.clone().map(|platform| {
+            tokio::spawn(live::run(
+                sidecar.clone(),
+                cli.data_dir.clone(),
+                live::LiveOptions::new(platform),
+            ))
+        });
         let (bound, _) = tokio::sync::oneshot::channel();
-        server::serve(sidecar, cli.listen, bound, async move {
+        let served = server::serve(sidecar, cli.listen, bound, async move {
             tokio::select! {
                 _ = int.recv() => {},
                 _ = term.recv() => {},
             }
         })
-        .await
+        .await;
+        // Live state is saved after every batch; a batch cut short is scored again.
+        if let Some(live) = live {
+            live.abort();
+        }
+        served
     })
 }

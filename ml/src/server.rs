@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use futures::Stream;
 use hospital_proto::ml::{
-    self as pb, feature_store_service_server as fs, model_service_server as ms, risk_service_server as rs,
+    self as pb, feature_store_service_server as fs, forecast_service_server as fc, model_service_server as ms,
+    risk_service_server as rs,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,6 +31,8 @@ pub struct Sidecar {
     pub warehouse: clickhouse::Client,
     pub store: TrainingSetStore,
     pub registry: Registry,
+    /// Live scoring's account ([`crate::live`]).
+    pub live: Arc<crate::live::LiveStatus>,
 }
 
 impl Sidecar {
@@ -38,6 +41,7 @@ impl Sidecar {
             warehouse,
             store: TrainingSetStore::new(data_dir.join("training_sets")),
             registry: Registry::open(data_dir.join("models"))?,
+            live: Arc::default(),
         }))
     }
 
@@ -456,6 +460,145 @@ impl rs::RiskService for RiskApi {
     async fn score_one(&self, request: Request<pb::ScoreRequest>) -> Result<Response<pb::ScoreResponse>, Status> {
         Ok(Response::new(RiskApi::score(&self.0, request.into_inner()).await?))
     }
+
+    async fn get_live_status(
+        &self,
+        _request: Request<pb::GetLiveStatusRequest>,
+    ) -> Result<Response<pb::LiveStatus>, Status> {
+        Ok(Response::new(self.0.live.snapshot()))
+    }
+}
+
+pub struct ForecastApi(pub Arc<Sidecar>);
+
+fn demand_status(e: crate::demand::DemandError) -> Status {
+    use crate::demand::DemandError;
+    use hospital_ml_models::ModelError;
+    match e {
+        DemandError::Warehouse(e) => unavailable(e),
+        DemandError::Model(ModelError::NotEnoughData(m)) => Status::failed_precondition(m),
+        DemandError::Model(e) => Status::internal(e.to_string()),
+        DemandError::Request(m) => Status::invalid_argument(m),
+    }
+}
+
+/// 1..=14 days; 0 means `default`.
+fn horizon(days: u32, default: u32, field: &str) -> Result<u32, Status> {
+    match days {
+        0 => Ok(default),
+        1..=14 => Ok(days),
+        _ => Err(Status::invalid_argument(format!("{field}: 1 to 14 days, got {days}"))),
+    }
+}
+
+#[tonic::async_trait]
+impl fc::ForecastService for ForecastApi {
+    type ForecastStream = Streamed<pb::DepartmentForecast>;
+
+    async fn forecast(&self, request: Request<pb::ForecastRequest>) -> Result<Response<Self::ForecastStream>, Status> {
+        use crate::demand::{self, Series};
+        let r = request.into_inner();
+        let (series, wire) = match pb::DemandSeries::try_from(r.series) {
+            Ok(pb::DemandSeries::EdArrivals) => (Series::EdArrivals, pb::DemandSeries::EdArrivals),
+            Ok(pb::DemandSeries::Admissions) => (Series::Admissions, pb::DemandSeries::Admissions),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "series: DEMAND_SERIES_ED_ARRIVALS or DEMAND_SERIES_ADMISSIONS",
+                ))
+            }
+        };
+        let days = horizon(r.horizon_days, 14, "horizon_days")? as usize;
+        let warehouse = &self.0.warehouse;
+        let now = extract::horizon_ms(warehouse).await.map_err(unavailable)?;
+        let mut all = demand::department_series(warehouse, series, now)
+            .await
+            .map_err(demand_status)?;
+        let chosen: Vec<(String, hospital_ml_models::forecast::DailySeries)> = if r.department_codes.is_empty() {
+            all.into_iter().collect()
+        } else {
+            let known: Vec<String> = all.keys().cloned().collect();
+            r.department_codes
+                .iter()
+                .map(|d| {
+                    all.remove(d).map(|s| (d.clone(), s)).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "department_codes: {d:?} has no {} in the warehouse; known: {}",
+                            wire.as_str_name(),
+                            known.join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for (department, history) in chosen {
+                let fitted = tokio::task::spawn_blocking(move || demand::forecast(history, days)).await;
+                let message = match fitted {
+                    Ok(Ok(f)) => Ok(pb::DepartmentForecast {
+                        department_code: department,
+                        series: wire as i32,
+                        method: f.method.into(),
+                        history_days: f.history.len() as u32,
+                        last_observed_date: demand::date_of(f.history.first_day + f.history.len() as i64 - 1),
+                        points: f
+                            .points
+                            .iter()
+                            .map(|p| pb::DemandPoint {
+                                date: demand::date_of(p.day),
+                                days_ahead: p.ahead,
+                                mean: p.mean,
+                                lower: p.lower,
+                                upper: p.upper,
+                            })
+                            .collect(),
+                    }),
+                    Ok(Err(e)) => Err(demand_status(e.into())),
+                    Err(e) => Err(internal(e)),
+                };
+                let stop = message.is_err();
+                if tx.send(message).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn plan_staffing(&self, request: Request<pb::StaffingRequest>) -> Result<Response<pb::StaffingPlan>, Status> {
+        use hospital_ml_models::staffing::Shift;
+        let r = request.into_inner();
+        let days = horizon(r.horizon_days, 3, "horizon_days")?;
+        let shifts = match pb::ShiftPattern::try_from(r.shifts) {
+            Ok(pb::ShiftPattern::EightHour) => Shift::eight_hour(),
+            Ok(_) => Shift::twelve_hour(),
+            Err(_) => return Err(Status::invalid_argument("shifts: unknown shift pattern")),
+        };
+        let plan = crate::demand::plan(&self.0.warehouse, &r.ward_codes, r.patients_per_nurse, shifts, days)
+            .await
+            .map_err(demand_status)?;
+        Ok(Response::new(pb::StaffingPlan {
+            as_of: Some(ts(plan.now_ms)),
+            shifts: plan
+                .shifts
+                .iter()
+                .map(|(s, beds)| pb::ShiftStaffing {
+                    ward_code: s.ward.clone(),
+                    starts_at: Some(ts(plan.now_ms + (s.hours_from_now * 3_600_000.0).round() as i64)),
+                    shift: s.shift.clone(),
+                    expected_census: s.expected_census,
+                    census_lower: s.census_lower,
+                    census_upper: s.census_upper,
+                    nurses_expected: s.nurses_expected,
+                    nurses_upper: s.nurses_upper,
+                    p_over_beds: s.p_over_beds,
+                    beds: *beds,
+                })
+                .collect(),
+            notes: plan.notes,
+            inpatients_now: plan.inpatients_now.into_iter().collect(),
+        }))
+    }
 }
 
 /// A promoted risk model as the Open Inference Protocol sees it: input `features`
@@ -565,6 +708,7 @@ pub async fn serve(
         .await;
     reporter.set_serving::<ms::ModelServiceServer<ModelApi>>().await;
     reporter.set_serving::<rs::RiskServiceServer<RiskApi>>().await;
+    reporter.set_serving::<fc::ForecastServiceServer<ForecastApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(hospital_proto::ML_FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(hospital_proto::INFERENCE_FILE_DESCRIPTOR_SET)
@@ -584,6 +728,7 @@ pub async fn serve(
         .add_service(fs::FeatureStoreServiceServer::new(FeatureStoreApi(sidecar.clone())))
         .add_service(ms::ModelServiceServer::new(ModelApi(sidecar.clone())))
         .add_service(rs::RiskServiceServer::new(RiskApi(sidecar.clone())))
+        .add_service(fc::ForecastServiceServer::new(ForecastApi(sidecar.clone())))
         .add_service(InferenceService::new(Arc::new(Repository(sidecar))).into_server())
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;

@@ -63,6 +63,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bed_status_current",
         sql: include_str!("../migrations/warehouse/0006_bed_status_current.sql"),
     },
+    Migration {
+        database: "warehouse",
+        version: 7,
+        name: "risk_scores",
+        sql: include_str!("../migrations/warehouse/0007_risk_scores.sql"),
+    },
+    Migration {
+        database: "warehouse",
+        version: 8,
+        name: "risk_alerts",
+        sql: include_str!("../migrations/warehouse/0008_risk_alerts.sql"),
+    },
 ];
 
 #[derive(clickhouse::Row, Deserialize)]

@@ -79,6 +79,7 @@ impl events::clinical_event::Payload {
             ReferenceData(_) => "reference_data",
             Diagnosis(_) => "diagnosis",
             Procedure(_) => "procedure",
+            RiskScore(_) => "risk_score",
         }
     }
 }
@@ -102,6 +103,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "reference_data",
     "diagnosis",
     "procedure",
+    "risk_score",
 ];
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ enum Command {
         #[command(subcommand)]
         command: BatchCommand,
     },
-    /// Follow NEWS2 alerts live (all wards unless --ward/--department).
+    /// Follow alerts live: NEWS2 and model risk (all wards unless --ward/--department).
     Alerts {
         #[arg(long = "ward")]
         wards: Vec<String>,
@@ -61,6 +61,52 @@ enum Command {
         /// Show only the N highest.
         #[arg(long)]
         top: Option<usize>,
+    },
+    /// Follow the ML sidecar's risk scores live (from the change feed): each scored
+    /// vital-signs set or discharge with its model, probability and top factors.
+    Risk {
+        /// Start after this feed position (default: now, the census's position).
+        #[arg(long)]
+        after: Option<u64>,
+        #[arg(long = "ward")]
+        wards: Vec<String>,
+        /// Only scores at or above the model's threshold.
+        #[arg(long)]
+        high: bool,
+        /// Factors shown per score.
+        #[arg(long, default_value_t = 3)]
+        factors: usize,
+    },
+    /// Daily demand forecast from the ML sidecar: ED arrivals or admissions per
+    /// department, 1-14 days ahead with 80% intervals.
+    Forecast {
+        /// ML sidecar gRPC endpoint.
+        #[arg(long, env = "HOSPITAL_ML_ENDPOINT", default_value = "http://127.0.0.1:50061")]
+        ml: String,
+        /// ed-arrivals or admissions.
+        #[arg(long, default_value = "ed-arrivals")]
+        series: String,
+        #[arg(long = "department")]
+        departments: Vec<String>,
+        #[arg(long, default_value_t = 14)]
+        days: u32,
+    },
+    /// Staffing per ward and shift from the ML sidecar: expected census, nurses at the
+    /// stated patient-to-nurse ratio, and the probability of running out of beds.
+    Staffing {
+        #[arg(long, env = "HOSPITAL_ML_ENDPOINT", default_value = "http://127.0.0.1:50061")]
+        ml: String,
+        /// Patients per nurse, e.g. 4.
+        #[arg(long)]
+        ratio: f64,
+        #[arg(long = "ward")]
+        wards: Vec<String>,
+        /// Days from now, today included.
+        #[arg(long, default_value_t = 2)]
+        days: u32,
+        /// 8-hour shifts (early, late, night) instead of 12-hour (day, night).
+        #[arg(long)]
+        eight_hour: bool,
     },
     /// The live census; --watch follows its changes.
     Census {
@@ -142,9 +188,23 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("following NEWS2 alerts (Ctrl-C to stop)");
+            println!("following alerts (Ctrl-C to stop)");
             while let Some(a) = stream.message().await? {
                 let patient = a.patient.map(|p| p.mrn).unwrap_or_default();
+                if a.kind == AlertKind::Risk as i32 {
+                    println!(
+                        "{} Risk       {:<8} ward {:<5} bed {:<8} {} v{} {:>5.1}%  {}",
+                        a.raised_at.map(|t| t.to_string()).unwrap_or_default(),
+                        patient,
+                        a.ward_code,
+                        a.bed_code,
+                        a.model,
+                        a.model_version,
+                        a.probability * 100.0,
+                        a.response
+                    );
+                    continue;
+                }
                 println!(
                     "{} {:<10} {:<8} ward {:<5} bed {:<8} NEWS2 {:>2} {:?} (was {:?})  {}",
                     a.raised_at.map(|t| t.to_string()).unwrap_or_default(),
@@ -183,6 +243,153 @@ async fn main() -> anyhow::Result<()> {
                         format!("  (missing: {})", s.missing_parameters.join(", "))
                     }
                 );
+            }
+        }
+        Command::Risk {
+            after,
+            wards,
+            high,
+            factors,
+        } => {
+            let channel = connect(&cli.endpoint).await?;
+            let after = match after {
+                Some(a) => a,
+                None => {
+                    CensusServiceClient::new(channel.clone())
+                        .get_census(GetCensusRequest::default())
+                        .await?
+                        .into_inner()
+                        .position
+                }
+            };
+            let mut stream = ChangeFeedServiceClient::new(channel)
+                .subscribe(SubscribeRequest {
+                    after_position: after,
+                    kinds: vec!["risk_score".into()],
+                    ward_codes: wards,
+                    patient_mrns: vec![],
+                })
+                .await?
+                .into_inner();
+            println!("following risk scores after position {after} (Ctrl-C to stop)");
+            while let Some(c) = stream.message().await? {
+                let e = c.event.unwrap_or_default();
+                let Some(hospital_proto::events::clinical_event::Payload::RiskScore(r)) = e.payload else {
+                    continue;
+                };
+                let is_high = r.probability >= r.threshold;
+                if high && !is_high {
+                    continue;
+                }
+                let top: Vec<String> = r
+                    .top_factors
+                    .iter()
+                    .take(factors)
+                    .map(|f| format!("{} {:+.2}", f.feature, f.contribution))
+                    .collect();
+                println!(
+                    "{} {:<10} ward {:<5} {:<17} v{:<2} {:>5.1}% {:<4}{} [{}]",
+                    e.occurred_at.map(|t| t.to_string()).unwrap_or_default(),
+                    e.patient.map(|p| p.mrn).unwrap_or_default(),
+                    r.ward_code,
+                    r.model,
+                    r.model_version,
+                    r.probability * 100.0,
+                    if is_high { "HIGH" } else { "" },
+                    if r.alert { " ALERT" } else { "" },
+                    top.join(", ")
+                );
+            }
+        }
+        Command::Forecast {
+            ml,
+            series,
+            departments,
+            days,
+        } => {
+            use hospital_proto::ml::{forecast_service_client::ForecastServiceClient, DemandSeries, ForecastRequest};
+            let series = match series.as_str() {
+                "ed-arrivals" => DemandSeries::EdArrivals,
+                "admissions" => DemandSeries::Admissions,
+                other => anyhow::bail!("--series: ed-arrivals or admissions, got {other:?}"),
+            };
+            let mut stream = ForecastServiceClient::new(connect(&ml).await?)
+                .forecast(ForecastRequest {
+                    series: series as i32,
+                    department_codes: departments,
+                    horizon_days: days,
+                })
+                .await?
+                .into_inner();
+            while let Some(f) = stream.message().await? {
+                println!(
+                    "{} {} ({} on {} days to {}):",
+                    f.department_code,
+                    if series == DemandSeries::EdArrivals {
+                        "ED arrivals"
+                    } else {
+                        "admissions"
+                    },
+                    f.method,
+                    f.history_days,
+                    f.last_observed_date
+                );
+                println!("  {:<10} {:>5} {:>7} {:>15}", "date", "ahead", "mean", "80% interval");
+                for p in f.points {
+                    println!(
+                        "  {:<10} {:>5} {:>7.1} {:>7.1} - {:<7.1}",
+                        p.date, p.days_ahead, p.mean, p.lower, p.upper
+                    );
+                }
+            }
+        }
+        Command::Staffing {
+            ml,
+            ratio,
+            wards,
+            days,
+            eight_hour,
+        } => {
+            use hospital_proto::ml::{forecast_service_client::ForecastServiceClient, ShiftPattern, StaffingRequest};
+            let plan = ForecastServiceClient::new(connect(&ml).await?)
+                .plan_staffing(StaffingRequest {
+                    ward_codes: wards,
+                    patients_per_nurse: ratio,
+                    shifts: if eight_hour {
+                        ShiftPattern::EightHour
+                    } else {
+                        ShiftPattern::TwelveHour
+                    } as i32,
+                    horizon_days: days,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "staffing at 1 nurse per {ratio} patients, as of {}",
+                plan.as_of.map(|t| t.to_string()).unwrap_or_default()
+            );
+            println!(
+                "{:<6} {:<20} {:<6} {:>4} {:>8} {:>9} {:>7} {:>7} {:>10}",
+                "ward", "shift starts", "shift", "beds", "census", "80%", "nurses", "(upper)", "P(>beds)"
+            );
+            for s in plan.shifts {
+                let starts = s.starts_at.map(|t| t.to_string()).unwrap_or_default();
+                println!(
+                    "{:<6} {:<20} {:<6} {:>4} {:>8.1} {:>4}-{:<4} {:>7} {:>7} {:>9.1}%",
+                    s.ward_code,
+                    starts.get(..16).unwrap_or(&starts),
+                    s.shift,
+                    s.beds,
+                    s.expected_census,
+                    s.census_lower,
+                    s.census_upper,
+                    s.nurses_expected,
+                    s.nurses_upper,
+                    s.p_over_beds * 100.0
+                );
+            }
+            for n in plan.notes {
+                println!("  {n}");
             }
         }
         Command::Census { watch, departments } => {

@@ -829,8 +829,145 @@ pub fn backtest_with(
     })
 }
 
+/// The fewest observed days [`seasonal_mean`] forecasts from: one of each weekday.
+pub const SEASONAL_MEAN_MIN_DAYS: usize = 7;
+
+/// The forecast for a history too short for [`Forecaster::fit`] (which needs over a year
+/// for its 364-day window): each day's mean is the mean of the same weekday over the last
+/// `weeks` weeks observed (as many as there are, at least one), and its interval the
+/// normal one of coverage `coverage` with the variance of those same-weekday values, at
+/// least the mean (Poisson), floored at 0. Missing days (NaN) are left out.
+pub fn seasonal_mean(
+    history: &DailySeries,
+    horizon: usize,
+    weeks: usize,
+    coverage: f64,
+) -> Result<Vec<ForecastPoint>, ModelError> {
+    let n = history.len();
+    if n < SEASONAL_MEAN_MIN_DAYS {
+        return Err(ModelError::NotEnoughData(format!(
+            "{n} days observed; a weekly seasonal mean needs at least {SEASONAL_MEAN_MIN_DAYS}"
+        )));
+    }
+    if !(coverage > 0.0 && coverage < 1.0) || weeks == 0 {
+        return Err(ModelError::InvalidInput(
+            "coverage must be in (0, 1) and weeks at least 1".into(),
+        ));
+    }
+    let z = normal_quantile((1.0 + coverage) / 2.0);
+    let mut out = Vec::with_capacity(horizon);
+    for h in 1..=horizon {
+        let day = history.first_day + (n - 1 + h) as i64;
+        // The same weekday, going back a week at a time from the newest observed one.
+        let same: Vec<f64> = (1..)
+            .map(|k| day - 7 * k as i64)
+            .take_while(|d| *d >= history.first_day)
+            .filter_map(|d| usize::try_from(d - history.first_day).ok())
+            .filter(|i| *i < n)
+            .map(|i| history.values[i])
+            .filter(|v| v.is_finite())
+            .take(weeks)
+            .collect();
+        if same.is_empty() {
+            return Err(ModelError::NotEnoughData(format!(
+                "no observed day with the weekday of day {day} in the history"
+            )));
+        }
+        let mean = same.iter().sum::<f64>() / same.len() as f64;
+        let var = if same.len() > 1 {
+            same.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (same.len() - 1) as f64
+        } else {
+            0.0
+        };
+        let sd = var.max(mean).sqrt();
+        out.push(ForecastPoint {
+            day,
+            ahead: h as u32,
+            mean,
+            lower: (mean - z * sd).max(0.0),
+            upper: mean + z * sd,
+        });
+    }
+    Ok(out)
+}
+
+/// The standard normal quantile (Acklam's rational approximation, relative error below
+/// 1.2e-9), for `p` in (0, 1).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn seasonal_mean_follows_the_weekday_and_needs_a_week() {
+        // Two weeks with one busy weekday.
+        let values: Vec<f64> = (0..14).map(|i| if i % 7 == 0 { 30.0 } else { 10.0 }).collect();
+        let s = DailySeries::new(0, values);
+        let f = seasonal_mean(&s, 8, 8, 0.8).unwrap();
+        assert_eq!(f.len(), 8);
+        assert_eq!(
+            (f[0].day, f[0].ahead, f[0].mean),
+            (14, 1, 30.0),
+            "day 14 has day 7's weekday"
+        );
+        assert_eq!(f[1].mean, 10.0);
+        assert_eq!(f[7].mean, 30.0, "a week later again");
+        // Identical values: the Poisson floor keeps an interval, 1.2816 sd each side.
+        let sd = 30f64.sqrt();
+        assert!((f[0].upper - (30.0 + 1.281_551_565_5 * sd)).abs() < 1e-6, "{:?}", f[0]);
+        assert!(f[0].lower < 30.0 && f[0].lower >= 0.0);
+        assert!(matches!(
+            seasonal_mean(&DailySeries::new(0, vec![1.0; 6]), 3, 8, 0.8),
+            Err(ModelError::NotEnoughData(_))
+        ));
+        assert!((normal_quantile(0.9) - 1.281_551_565_5).abs() < 1e-8);
+        assert!((normal_quantile(0.01) + 2.326_347_874).abs() < 1e-8);
+    }
+
     use super::*;
 
     /// A small deterministic generator (SplitMix64), so the tests need no `rand`.

@@ -84,6 +84,32 @@ pub async fn patient_key(client: &Client, authority: &str, mrn: &str) -> Result<
         .map(|k| k.k))
 }
 
+/// The patient keys of (assigning authority, MRN) pairs the warehouse knows.
+pub async fn patient_keys(client: &Client, patients: &[(String, String)]) -> Result<HashMap<(String, String), String>> {
+    #[derive(Row, Deserialize)]
+    struct K {
+        authority: String,
+        mrn: String,
+        k: String,
+    }
+    let mut mrns: Vec<String> = patients.iter().map(|(_, m)| m.clone()).collect();
+    mrns.sort();
+    mrns.dedup();
+    let rows: Vec<K> = by_keys(
+        client,
+        "SELECT DISTINCT assigning_authority AS authority, mrn, toString(patient_key) AS k \
+         FROM patient_identity FINAL WHERE mrn IN ?",
+        &mrns,
+    )
+    .await?;
+    let wanted: std::collections::HashSet<&(String, String)> = patients.iter().collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.authority, r.mrn), r.k))
+        .filter(|(id, _)| wanted.contains(id))
+        .collect())
+}
+
 /// The warehouse load watermark: every staged event at or below it is in the warehouse.
 pub async fn watermark(client: &Client) -> Result<u64> {
     #[derive(Row, Deserialize)]

@@ -76,6 +76,36 @@ pub struct RowCounts {
     pub not_on_a_ward: u64,
 }
 
+/// The inpatient encounter a deterioration point `at` is on, when the patient is on a
+/// non-ICU location of one (as seen at `at`): the rule for training rows and for live
+/// scoring alike.
+pub fn ward_encounter(h: &History, at: AsOf) -> Option<&super::Encounter> {
+    current_encounter(h, at)
+        .filter(|e| e.encounter_class == "inpatient")
+        .filter(|e| {
+            let (d, w) = location_at(e, at);
+            !super::is_icu(&d, &w)
+        })
+}
+
+/// The readmission point of an encounter, with its admission time: its discharge, when
+/// it is an inpatient encounter discharged alive (training rows and live scoring alike).
+pub fn discharge_point(e: &super::Encounter) -> Option<(AsOf, i64)> {
+    if e.encounter_class != "inpatient" || e.discharge_disposition == "deceased" {
+        return None;
+    }
+    let (Some(discharged), Some(admitted)) = (e.discharged_at_ms, e.admitted_at_ms) else {
+        return None;
+    };
+    Some((
+        AsOf {
+            at_ms: discharged,
+            position: e.discharge_position,
+        },
+        admitted,
+    ))
+}
+
 fn death_at(h: &History) -> Option<i64> {
     let discharged_dead = h
         .encounters
@@ -126,13 +156,7 @@ fn deterioration_rows(
             at_ms: set.at_ms,
             position: set.position,
         };
-        let on_ward = current_encounter(h, at)
-            .filter(|e| e.encounter_class == "inpatient")
-            .is_some_and(|e| {
-                let (d, w) = location_at(e, at);
-                !super::is_icu(&d, &w)
-            });
-        if !on_ward {
+        if ward_encounter(h, at).is_none() {
             counts.not_on_a_ward += 1;
             continue;
         }
@@ -173,13 +197,11 @@ fn news2_last_index() -> usize {
 
 fn readmission_rows(h: &History, from_ms: i64, to_ms: i64, horizon_ms: i64, counts: &mut RowCounts) -> Vec<Row> {
     let mut out = Vec::new();
-    for e in h.encounters.iter().filter(|e| e.encounter_class == "inpatient") {
-        let (Some(discharged), Some(admitted)) = (e.discharged_at_ms, e.admitted_at_ms) else {
+    for e in &h.encounters {
+        let Some((at, admitted)) = discharge_point(e) else {
             continue;
         };
-        if e.discharge_disposition == "deceased" {
-            continue;
-        }
+        let discharged = at.at_ms;
         if discharged < from_ms || discharged >= to_ms {
             counts.out_of_range += 1;
             continue;
@@ -189,10 +211,6 @@ fn readmission_rows(h: &History, from_ms: i64, to_ms: i64, horizon_ms: i64, coun
             counts.censored += 1;
             continue;
         }
-        let at = AsOf {
-            at_ms: discharged,
-            position: e.discharge_position,
-        };
         let label = h.encounters.iter().any(|o| {
             o.encounter_class == "inpatient"
                 && o.encounter_id != e.encounter_id

@@ -17,7 +17,7 @@ use crate::warehouse::calendar::date_key;
 use crate::warehouse::encounter::{EncounterEvent, Stamp};
 use crate::warehouse::facts::{
     charge_amount_minor, EventFacts, FactBedStatus, FactCharge, FactDiagnosis, FactLabResult, FactMedication,
-    FactProcedure, FactTransfer, FactVitalSign, FactVitalSignSet,
+    FactProcedure, FactRiskScore, FactTransfer, FactVitalSign, FactVitalSignSet,
 };
 use crate::warehouse::keys::patient_key;
 use crate::warehouse::patient::{DemographicEvent, PatientIdentity, SourceRef};
@@ -451,6 +451,31 @@ fn add(p: &mut ChunkPlan, e: &Decoded, version: Version) {
                 version,
             });
         }
+        Payload::RiskScore(r) => p.facts.risk_scores.push(FactRiskScore {
+            date_key: day,
+            source_system: e.source_system.clone(),
+            source_event_id: e.event_id.clone(),
+            source_position: e.position,
+            patient_key: patient,
+            encounter_id: r.encounter_id.clone(),
+            model: r.model.clone(),
+            model_version: r.model_version,
+            probability: r.probability,
+            threshold: r.threshold,
+            high: r.probability >= r.threshold,
+            alert: r.alert,
+            scored_event_id: r.scored_event_id.clone(),
+            scored_source_system: r.scored_source_system.clone(),
+            scored_position: r.scored_position,
+            scored_at_ms: at,
+            department_code: r.department_code.clone(),
+            ward_code: r.ward_code.clone(),
+            factor_names: r.top_factors.iter().map(|f| f.feature.clone()).collect(),
+            factor_values: r.top_factors.iter().map(|f| f.value).collect(),
+            factor_contributions: r.top_factors.iter().map(|f| f.contribution).collect(),
+            is_deleted: false,
+            version,
+        }),
         Payload::ReferenceData(r) => match &r.item {
             Some(Item::Drug(d)) => p.drugs.push(DimDrug {
                 drug_code: d.code.clone(),

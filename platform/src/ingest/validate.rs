@@ -32,6 +32,8 @@ pub struct ValidEvent {
 
 const MAX_ID_LEN: usize = 128;
 const MAX_TEXT_LEN: usize = 1024;
+/// Factors a risk score may carry.
+const MAX_RISK_FACTORS: usize = 20;
 /// Ranks of diagnoses and procedures: MIMIC-III ranks up to 39 diagnoses of one stay.
 const MAX_RANK: u32 = 999;
 /// 1900-01-01T00:00:00Z: nothing in a hospital record happened before it.
@@ -229,6 +231,7 @@ pub fn validate(mut event: pb::ClinicalEvent, limits: &Limits) -> Result<ValidEv
         },
         Payload::Diagnosis(d) => c.diagnosis(d, occurred_at_ms, limits),
         Payload::Procedure(p) => c.procedure(p, occurred_at_ms, limits),
+        Payload::RiskScore(r) => c.risk_score(r),
     }
 
     if c.violations.is_empty() {
@@ -639,6 +642,57 @@ impl Checker {
         *unit = self.id(&format!("{prefix}.dose_unit"), unit, false);
         if value > 0.0 && unit.is_empty() {
             self.violation(format!("{prefix}.dose_unit"), "required when dose_value is given");
+        }
+    }
+
+    fn risk_score(&mut self, r: &mut pb::RiskScore) {
+        r.encounter_id = self.id("risk_score.encounter_id", &r.encounter_id, true);
+        r.model = self.id("risk_score.model", &r.model, true);
+        if !r
+            .model
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            self.violation(
+                "risk_score.model",
+                "lower-case letters, digits and underscores only, e.g. deterioration_24h",
+            );
+        }
+        if r.model_version == 0 {
+            self.violation("risk_score.model_version", "required: the registry version, 1 or more");
+        }
+        for (field, p) in [
+            ("risk_score.probability", r.probability),
+            ("risk_score.threshold", r.threshold),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                self.violation(field, format!("must be a probability from 0 to 1, got {p}"));
+            }
+        }
+        r.scored_event_id = self.id("risk_score.scored_event_id", &r.scored_event_id, true);
+        r.scored_source_system = self.id("risk_score.scored_source_system", &r.scored_source_system, true);
+        r.department_code = self.id("risk_score.department_code", &r.department_code, false);
+        r.ward_code = self.id("risk_score.ward_code", &r.ward_code, false);
+        if r.top_factors.len() > MAX_RISK_FACTORS {
+            self.violation(
+                "risk_score.top_factors",
+                format!("at most {MAX_RISK_FACTORS} factors, got {}", r.top_factors.len()),
+            );
+        }
+        for (i, f) in r.top_factors.iter_mut().enumerate() {
+            f.feature = self.id(&format!("risk_score.top_factors[{i}].feature"), &f.feature, true);
+            if !f.contribution.is_finite() {
+                self.violation(
+                    format!("risk_score.top_factors[{i}].contribution"),
+                    format!("must be a finite number, got {}", f.contribution),
+                );
+            }
+            if f.value.is_infinite() {
+                self.violation(
+                    format!("risk_score.top_factors[{i}].value"),
+                    "must be a finite number, or NaN for a missing value",
+                );
+            }
         }
     }
 
@@ -1141,6 +1195,62 @@ mod tests {
             fields(&validate(event(Payload::Diagnosis(unknown)), &limits()).unwrap_err()),
             vec!["diagnosis.code_system"]
         );
+    }
+
+    fn risk_score() -> pb::RiskScore {
+        pb::RiskScore {
+            encounter_id: "E1".into(),
+            model: "deterioration_24h".into(),
+            model_version: 3,
+            probability: 0.42,
+            threshold: 0.3,
+            alert: true,
+            scored_event_id: "vs-1".into(),
+            scored_source_system: "ward-ehr".into(),
+            scored_position: 17,
+            department_code: "MED".into(),
+            ward_code: "W10".into(),
+            top_factors: vec![pb::RiskFactor {
+                feature: "news2_last".into(),
+                value: f64::NAN,
+                contribution: 0.8,
+            }],
+        }
+    }
+
+    #[test]
+    fn risk_scores_are_checked() {
+        let valid = validate(event(Payload::RiskScore(risk_score())), &limits()).unwrap();
+        assert_eq!(valid.kind, "risk_score");
+        let bad = pb::RiskScore {
+            model: "Deterioration 24h".into(),
+            model_version: 0,
+            probability: f64::NAN,
+            threshold: 1.5,
+            scored_event_id: String::new(),
+            top_factors: vec![pb::RiskFactor {
+                feature: String::new(),
+                value: f64::INFINITY,
+                contribution: f64::NAN,
+            }],
+            ..risk_score()
+        };
+        assert_eq!(
+            fields(&validate(event(Payload::RiskScore(bad)), &limits()).unwrap_err()),
+            vec![
+                "risk_score.model",
+                "risk_score.model_version",
+                "risk_score.probability",
+                "risk_score.threshold",
+                "risk_score.scored_event_id",
+                "risk_score.top_factors[0].feature",
+                "risk_score.top_factors[0].contribution",
+                "risk_score.top_factors[0].value",
+            ]
+        );
+        let mut no_patient = event(Payload::RiskScore(risk_score()));
+        no_patient.patient = None;
+        assert_eq!(fields(&validate(no_patient, &limits()).unwrap_err()), vec!["patient"]);
     }
 
     #[test]

@@ -258,6 +258,44 @@ pub fn alert_kind(previous: Option<RiskBand>, band: RiskBand) -> Option<AlertKin
     }
 }
 
+/// The alert a `risk_score` event with `alert` set raises.
+fn risk_alert(
+    position: u64,
+    event: &pb::ClinicalEvent,
+    patient: &pb::PatientRef,
+    r: &pb::RiskScore,
+    location: Option<&AlertLocation>,
+) -> rt::Alert {
+    let (department_code, ward_code, bed_code) = match location {
+        Some(l) => (l.department_code.clone(), l.ward_code.clone(), l.bed_code.clone()),
+        None => (r.department_code.clone(), r.ward_code.clone(), String::new()),
+    };
+    rt::Alert {
+        alert_id: alert_id(&event.source_system, &event.event_id),
+        kind: AlertKind::Risk as i32,
+        patient: Some(patient.clone()),
+        encounter_id: r.encounter_id.clone(),
+        department_code,
+        ward_code,
+        bed_code,
+        source_event_id: event.event_id.clone(),
+        source_system: event.source_system.clone(),
+        position,
+        observed_at: event.occurred_at,
+        raised_at: Some(now()),
+        response: format!(
+            "clinical review: {} risk {:.0}% is at or above the model's threshold ({:.0}%)",
+            r.model.replace('_', " "),
+            r.probability * 100.0,
+            r.threshold * 100.0
+        ),
+        model: r.model.clone(),
+        model_version: r.model_version,
+        probability: r.probability,
+        ..Default::default()
+    }
+}
+
 fn timestamp_ms(t: Option<&Timestamp>) -> i64 {
     t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
 }
@@ -556,7 +594,16 @@ impl AlertState {
                     observed_at: Some(timestamp_of_ms(as_of)),
                     raised_at: Some(now()),
                     response: response(news.band).to_string(),
+                    ..Default::default()
                 })
+            }
+            Payload::RiskScore(r) => {
+                // Stateless: the sidecar decides (from the encounter's previous score) and
+                // says so in `alert`; the position rule below is the same as for NEWS2.
+                if !r.alert || !may_alert || position <= self.audited_position {
+                    return None;
+                }
+                Some(risk_alert(position, event, patient, r, location))
             }
             _ => None,
         }
@@ -634,7 +681,7 @@ fn parse_iso_date(s: &str) -> Option<(i32, u32, u32)> {
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct AuditRow {
     pub alert_id: String,
-    /// "alert" or "escalation".
+    /// "alert", "escalation" or "risk".
     pub kind: String,
     pub patient_authority: String,
     pub patient_mrn: String,
@@ -657,6 +704,10 @@ pub struct AuditRow {
     pub observed_at_ms: i64,
     pub raised_at_ms: i64,
     pub response: String,
+    /// For risk alerts: which model, its version and probability (empty / 0 otherwise).
+    pub model: String,
+    pub model_version: u64,
+    pub probability: f64,
 }
 
 fn proto_band_label(wire: i32) -> String {
@@ -679,6 +730,7 @@ impl From<&rt::Alert> for AuditRow {
             kind: match AlertKind::try_from(a.kind) {
                 Ok(AlertKind::Alert) => "alert",
                 Ok(AlertKind::Escalation) => "escalation",
+                Ok(AlertKind::Risk) => "risk",
                 _ => "",
             }
             .to_string(),
@@ -704,6 +756,9 @@ impl From<&rt::Alert> for AuditRow {
             observed_at_ms: timestamp_ms(a.observed_at.as_ref()),
             raised_at_ms: timestamp_ms(a.raised_at.as_ref()),
             response: a.response.clone(),
+            model: a.model.clone(),
+            model_version: a.model_version,
+            probability: a.probability,
         }
     }
 }
@@ -1010,6 +1065,45 @@ mod tests {
             sbp: Some(95.0),
             ..Set::normal()
         }
+    }
+
+    fn risk_score_event(id: &str, alert: bool) -> pb::ClinicalEvent {
+        pb::ClinicalEvent {
+            event_id: id.into(),
+            source_system: "hospital-ml".into(),
+            occurred_at: Some(ts(T0_MS)),
+            patient: Some(patient("R1")),
+            payload: Some(Payload::RiskScore(pb::RiskScore {
+                encounter_id: "ENC-R1".into(),
+                model: "deterioration_24h".into(),
+                model_version: 2,
+                probability: 0.41,
+                threshold: 0.2,
+                alert,
+                ward_code: "W10".into(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_flagged_risk_score_raises_a_risk_alert_once() {
+        let mut state = AlertState::new();
+        assert!(state.apply(1, &risk_score_event("r0", false), None).is_none());
+        let a = state.apply(2, &risk_score_event("r1", true), None).expect("flagged");
+        assert_eq!(AlertKind::try_from(a.kind).unwrap(), AlertKind::Risk);
+        assert_eq!(
+            (a.model.as_str(), a.model_version, a.probability),
+            ("deterioration_24h", 2, 0.41)
+        );
+        assert_eq!(a.ward_code, "W10", "the score's ward when the census has none");
+        assert!(a.response.contains("41%"), "{}", a.response);
+        let row = AuditRow::from(&a);
+        assert_eq!((row.kind.as_str(), row.model.as_str()), ("risk", "deterioration_24h"));
+        // At or below the audited position it was raised before a restart.
+        state.set_audited_position(3);
+        assert!(state.apply(3, &risk_score_event("r2", true), None).is_none());
+        assert!(state.apply(4, &risk_score_event("r3", true), None).is_some());
     }
 
     #[test]

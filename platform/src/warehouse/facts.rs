@@ -1,6 +1,6 @@
 //! Event facts: `fact_transfer`, `fact_vital_sign`, `fact_lab_result`,
 //! `fact_medication`, `fact_charge`, `fact_bed_status`, `fact_diagnosis`,
-//! `fact_procedure`, `fact_vital_sign_set`. One row per source event (per
+//! `fact_procedure`, `fact_vital_sign_set`, `fact_risk_score`. One row per source event (per
 //! observation for vital signs, and one per set in `fact_vital_sign_set`), keyed by (date_key, source_system, source_event_id), so
 //! writing an event twice keeps one row.
 //!
@@ -23,6 +23,7 @@ pub const CHARGE_TABLE: &str = "fact_charge";
 pub const BED_STATUS_TABLE: &str = "fact_bed_status";
 pub const DIAGNOSIS_TABLE: &str = "fact_diagnosis";
 pub const PROCEDURE_TABLE: &str = "fact_procedure";
+pub const RISK_SCORE_TABLE: &str = "fact_risk_score";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
 pub struct FactTransfer {
@@ -251,6 +252,38 @@ pub struct FactVitalSignSet {
     pub version: Version,
 }
 
+/// A model's risk score written back by the ML sidecar
+/// (`migrations/warehouse/0007_risk_scores.sql`).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct FactRiskScore {
+    pub date_key: u32,
+    pub source_system: String,
+    pub source_event_id: String,
+    pub source_position: u64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub patient_key: Uuid,
+    pub encounter_id: String,
+    pub model: String,
+    pub model_version: u64,
+    pub probability: f64,
+    pub threshold: f64,
+    /// probability >= threshold.
+    pub high: bool,
+    pub alert: bool,
+    pub scored_event_id: String,
+    pub scored_source_system: String,
+    pub scored_position: u64,
+    /// The event's occurred_at: the scored event's.
+    pub scored_at_ms: i64,
+    pub department_code: String,
+    pub ward_code: String,
+    pub factor_names: Vec<String>,
+    pub factor_values: Vec<f64>,
+    pub factor_contributions: Vec<f64>,
+    pub is_deleted: bool,
+    pub version: Version,
+}
+
 /// The event facts of one chunk.
 #[derive(Debug, Default)]
 pub struct EventFacts {
@@ -263,6 +296,7 @@ pub struct EventFacts {
     pub bed_status: Vec<FactBedStatus>,
     pub diagnoses: Vec<FactDiagnosis>,
     pub procedures: Vec<FactProcedure>,
+    pub risk_scores: Vec<FactRiskScore>,
 }
 
 impl EventFacts {
@@ -308,6 +342,10 @@ impl EventFacts {
             (
                 PROCEDURE_TABLE,
                 insert_rows(client, PROCEDURE_TABLE, &self.procedures).await?,
+            ),
+            (
+                RISK_SCORE_TABLE,
+                insert_rows(client, RISK_SCORE_TABLE, &self.risk_scores).await?,
             ),
         ])
     }
