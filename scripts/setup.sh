@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and running the platform needs on a Debian machine:
 # protoc (to compile the .proto files), ClickHouse server and client, curl, a Rust
-# toolchain if there is none, and pylance (Python's reader of the ML sidecar's Lance
-# training sets, which its tests read back from Python). Safe to run again: it installs only what is missing.
+# toolchain if there is none, and pylance and scikit-learn (the ML sidecar's tests read
+# its Lance training sets back from Python and fit scikit-learn on them for parity).
+# Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -31,9 +32,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
-if ! python3 -c 'import lance' >/dev/null 2>&1; then
-  echo "installing pylance with pip"
+if ! python3 -c 'import lance, sklearn' >/dev/null 2>&1; then
+  echo "installing pylance and scikit-learn with pip"
   # Debian's own python3 refuses system-wide pip installs (PEP 668): install for the user.
-  python3 -m pip install --quiet --disable-pip-version-check pylance 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages pylance
+  python3 -m pip install --quiet --disable-pip-version-check pylance scikit-learn 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages pylance scikit-learn
 fi

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Parity of `hospital-ml-models`' risk fit (ml/models/src/risk.rs) with scikit-learn.
 
-Needs numpy and scikit-learn:  pip install scikit-learn
-(later, for .lance training sets, also:  pip install pylance)
+Needs numpy and scikit-learn, and pylance for .lance sets (scripts/setup.sh installs
+them).
 
 Usage:  parity.py ROWS --l2 1e-4 [--class-weight balanced|none] [--tol 1e-4] [--max-iter 100]
+        parity.py DIR/training_sets/NAME.lance --version N --l2 1.0
 
-ROWS has the columns `split` ("fit", "calib" or "test", rows in time order), `y` (0/1)
-and then the features (empty or NaN = missing). The benchmark
-ml/models/benches/risk_fit.rs writes it and runs this script.
+ROWS is either a .csv with the columns `split` ("fit", "calib" or "test", rows in time
+order), `y` (0/1) and then the features (empty or NaN = missing), which the benchmark
+ml/models/benches/risk_fit.rs writes; or a training set version the sidecar wrote, split
+as its registry does (ml/tests/sidecar.rs compares the AUROC with the registry's).
 
 On the `fit` rows, exactly as risk.rs does:
 - standardise with the mean and population standard deviation of each feature's finite
@@ -34,23 +36,41 @@ import time
 import numpy as np
 
 
-def load(path):
+SIDE_COLUMNS = ("entity", "patient_key", "cutoff_ms", "cutoff_position", "label", "baseline", "exposure_hours")
+
+
+def load_lance(path, version, test_fraction, calibration_fraction):
+    """A training set written by the sidecar, split as its registry splits it
+    (ml/src/registry.rs): rows in cutoff order (a stable sort of the scan order), the
+    newest `test_fraction` (rounded) test; of the rest, the last `calibration_fraction`
+    (floored) calibrate and the ones before fit (ml/models/src/risk.rs)."""
+    import lance  # pip install pylance
+
+    ds = lance.dataset(path, version=version) if version else lance.dataset(path)
+    table = ds.to_table()
+    names = [n for n in table.column_names if n not in SIDE_COLUMNS]
+    x = np.column_stack(
+        [np.array(table.column(n).to_pylist(), dtype=np.float64) for n in names]
+    )
+    y = np.array(table.column("label").to_pylist(), dtype=bool)
+    order = np.argsort(np.array(table.column("cutoff_ms").to_pylist()), kind="stable")
+    x, y = x[order], y[order]
+    n = len(y)
+    n_test = int(math.floor(n * test_fraction + 0.5))
+    n_train = n - n_test
+    n_cal = int(math.floor(n_train * calibration_fraction))
+    split = np.array(["fit"] * (n_train - n_cal) + ["calib"] * n_cal + ["test"] * n_test)
+    return names, x, y, split
+
+
+def load(path, version=None, test_fraction=0.2, calibration_fraction=0.2):
     """Returns (feature names, X float64 with NaN for missing, y bool, split str array).
 
-    Accepts .csv now; .lance (a training-set version written by the sidecar) through
-    pylance, with the same columns.
+    Accepts the .csv the benchmark writes, or a .lance training set written by the
+    sidecar (read with pylance; see load_lance).
     """
     if path.endswith(".lance"):
-        import lance  # pip install pylance
-
-        table = lance.dataset(path).to_table()
-        names = [n for n in table.column_names if n not in ("split", "y")]
-        x = np.column_stack(
-            [table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
-        )
-        y = table.column("y").to_numpy(zero_copy_only=False).astype(bool)
-        split = np.array(table.column("split").to_pylist())
-        return names, x, y, split
+        return load_lance(path, version, test_fraction, calibration_fraction)
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader)
@@ -95,12 +115,15 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--max-iter", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--version", type=int, default=None, help=".lance: the dataset version (default: latest)")
+    ap.add_argument("--test-fraction", type=float, default=0.2, help=".lance: newest rows held out")
+    ap.add_argument("--calibration-fraction", type=float, default=0.2, help=".lance: risk.rs's calibration slice")
     args = ap.parse_args()
 
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    _, x, y, split = load(args.rows)
+    _, x, y, split = load(args.rows, args.version, args.test_fraction, args.calibration_fraction)
     fit, test = split == "fit", split == "test"
     x_fit = standardise(x[fit], x[fit])
     x_test = standardise(x[fit], x[test])

@@ -2,6 +2,7 @@
 //! for patient risk and demand, and their serving over gRPC.
 
 pub mod demand;
+pub mod drift;
 pub mod features;
 pub mod live;
 pub mod registry;

@@ -35,6 +35,7 @@ use hospital_proto::realtime::{change_feed_service_client::ChangeFeedServiceClie
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 
+use crate::drift::Accum;
 use crate::features::labels::{discharge_point, ward_encounter, Task};
 use crate::features::{extract, features, location_at, AsOf, History};
 use crate::server::Sidecar;
@@ -77,6 +78,14 @@ struct Saved {
     position: u64,
     /// Whether each (model, encounter)'s last score was high.
     high: BTreeMap<String, bool>,
+    /// What was scored, per model version ([`drift_key`]), for drift.
+    #[serde(default)]
+    drift: BTreeMap<String, Accum>,
+}
+
+/// The key of a model version's drift accumulator.
+pub fn drift_key(task: Task, version: u64) -> String {
+    format!("{}/v{version}", task.name())
 }
 
 fn high_key(model: &str, encounter: &str) -> String {
@@ -112,9 +121,25 @@ impl Saved {
 #[derive(Debug, Default)]
 pub struct LiveStatus {
     inner: Mutex<pb::LiveStatus>,
+    drift: Mutex<BTreeMap<String, Accum>>,
 }
 
 impl LiveStatus {
+    /// What live scoring has scored with a model version, as saved.
+    pub fn drift(&self, task: Task, version: u64) -> Accum {
+        self.drift
+            .lock()
+            .ok()
+            .and_then(|d| d.get(&drift_key(task, version)).cloned())
+            .unwrap_or_default()
+    }
+
+    fn set_drift(&self, drift: &BTreeMap<String, Accum>) {
+        if let Ok(mut d) = self.drift.lock() {
+            d.clone_from(drift);
+        }
+    }
+
     pub fn snapshot(&self) -> pb::LiveStatus {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -127,9 +152,13 @@ impl LiveStatus {
 }
 
 /// One scored point, before it becomes an event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Scored {
     pub task: Task,
+    /// The model version that scored (its reference is drift's).
+    pub model: Arc<crate::registry::Registered>,
+    /// The feature vector scored.
+    pub values: Vec<f64>,
     pub model_version: u64,
     pub probability: f64,
     pub threshold: f64,
@@ -211,6 +240,8 @@ pub fn score_event(sidecar: &Sidecar, h: &History, change: &ChangeEvent) -> Resu
         .collect();
     Ok(Scored {
         task,
+        model: model.clone(),
+        values,
         model_version: model.version,
         probability: s.probability,
         threshold: model.threshold,
@@ -294,7 +325,7 @@ async fn start(sidecar: &Sidecar, path: &Path) -> anyhow::Result<Saved> {
         .context("warehouse watermark")?;
     let saved = Saved {
         position,
-        high: BTreeMap::new(),
+        ..Saved::default()
     };
     saved.save(path)?;
     tracing::info!(position, "live scoring starts at the warehouse watermark");
@@ -305,6 +336,7 @@ async fn follow(sidecar: &Sidecar, path: &Path, options: &LiveOptions) -> anyhow
     let mut saved = start(sidecar, path).await?;
     let status = &sidecar.live;
     status.update(|s| s.position = saved.position);
+    status.set_drift(&saved.drift);
     let channel = tonic::transport::Endpoint::from_shared(options.platform.clone())?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -337,6 +369,7 @@ async fn follow(sidecar: &Sidecar, path: &Path, options: &LiveOptions) -> anyhow
         }
         let done = score_batch(sidecar, &mut ingest, &saved, &batch, options).await?;
         done.save(path)?;
+        status.set_drift(&done.drift);
         saved = done;
         status.update(|s| {
             s.position = saved.position;
@@ -386,6 +419,11 @@ async fn score_batch(
                 let alert = high && !was_high;
                 alerts += u64::from(alert);
                 next.high.insert(key, high);
+                next.drift.entry(drift_key(s.task, s.model_version)).or_default().add(
+                    &s.model.reference,
+                    s.probability,
+                    &s.values,
+                );
                 events.push(risk_event(change, &s, alert));
             }
             Err(skip) => *skipped.entry(skip.reason()).or_default() += 1,
@@ -480,6 +518,7 @@ mod tests {
             position: 42,
             ..Default::default()
         };
+        s.drift.insert("deterioration_24h/v1".into(), Accum::default());
         s.high.insert(high_key("deterioration_24h", "E1"), true);
         s.save(&path).unwrap();
         assert_eq!(Saved::load(&path).unwrap(), Some(s));

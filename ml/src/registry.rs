@@ -53,6 +53,10 @@ pub struct Registered {
     pub trained_at_ms: i64,
     pub fit_seconds: f64,
     pub model: RiskModel,
+    /// The training rows' score deciles and missing shares, for drift (empty in
+    /// versions trained before drift was recorded).
+    #[serde(default)]
+    pub reference: crate::drift::Reference,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -204,7 +208,7 @@ impl Registry {
         };
         let (x_train, y_train) = pick(train_idx);
         let (x_test, y_test) = pick(test_idx);
-        let (model, train_probs, fit_seconds) = {
+        let (model, train_probs, fit_seconds, reference) = {
             let names = matrix.columns.clone();
             let opts = options.clone();
             tokio::task::spawn_blocking(move || {
@@ -212,7 +216,8 @@ impl Registry {
                 let model = risk::fit(x_train.view(), y_train.view(), &names, &opts)?;
                 let fit_seconds = started.elapsed().as_secs_f64();
                 let probs: Vec<f64> = model.score_rows(x_train.view()).iter().map(|s| s.probability).collect();
-                Ok::<_, hospital_ml_models::ModelError>((model, probs, fit_seconds))
+                let reference = crate::drift::Reference::new(&probs, x_train.view());
+                Ok::<_, hospital_ml_models::ModelError>((model, probs, fit_seconds, reference))
             })
             .await??
         };
@@ -241,6 +246,7 @@ impl Registry {
             trained_at_ms: crate::training::now_ms(),
             fit_seconds,
             model,
+            reference,
         };
         let dir = task_dir(&self.root, task);
         std::fs::create_dir_all(&dir)?;

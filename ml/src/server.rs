@@ -354,6 +354,53 @@ impl ms::ModelService for ModelApi {
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         Ok(Response::new(model_version(&m, task, Some(m.version))))
     }
+
+    async fn get_drift(&self, request: Request<pb::GetDriftRequest>) -> Result<Response<pb::Drift>, Status> {
+        Ok(Response::new(self.drift(request.into_inner())?))
+    }
+}
+
+impl ModelApi {
+    fn drift(&self, r: pb::GetDriftRequest) -> Result<pb::Drift, Status> {
+        let task = task_of(r.task)?;
+        let model = if r.version > 0 {
+            Arc::new(
+                self.0
+                    .registry
+                    .load(task, r.version)
+                    .map_err(|e| Status::not_found(format!("{e:#}")))?,
+            )
+        } else {
+            self.0
+                .registry
+                .served(task)
+                .ok_or_else(|| Status::failed_precondition(format!("no {} model is promoted", task.name())))?
+        };
+        let live = self.0.live.drift(task, model.version);
+        let m = &model.model;
+        let rep = crate::drift::report(&m.feature_names, &m.means, &m.stds, &model.reference, &live);
+        Ok(pb::Drift {
+            task: task_to_pb(task) as i32,
+            version: model.version,
+            training_rows: model.reference.rows,
+            live_rows: rep.live_rows,
+            score_psi: rep.score_psi,
+            train_score_mean: rep.train_score_mean,
+            live_score_mean: rep.live_score_mean,
+            features: rep
+                .features
+                .into_iter()
+                .map(|f| pb::FeatureDrift {
+                    feature: f.feature,
+                    train_mean: f.train_mean,
+                    live_mean: f.live_mean,
+                    shift_sd: f.shift_sd,
+                    train_missing: f.train_missing,
+                    live_missing: f.live_missing,
+                })
+                .collect(),
+        })
+    }
 }
 
 pub struct RiskApi(pub Arc<Sidecar>);

@@ -35,6 +35,36 @@ async fn training_set_model_and_scores_over_real_servers() {
         .unwrap()
         .into_inner();
     assert!(m.promoted, "the first version is promoted");
+    // Parity: scikit-learn on the same Lance set version, split as the registry splits it.
+    let l2 = serde_json::from_str::<serde_json::Value>(&m.hyperparameters).unwrap()["l2"]
+        .as_f64()
+        .unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/parity/parity.py");
+    let dataset = r.data.path().join("training_sets/deterioration.lance");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&dataset)
+        .args(["--version", "1", "--l2", &l2.to_string(), "--repeat", "3"])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "parity.py (scripts/setup.sh installs scikit-learn and pylance): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let linfa_auroc = m.model.as_ref().unwrap().auroc;
+    let sk_auroc = sk["auroc"].as_f64().unwrap();
+    eprintln!(
+        "parity on the Lance set: linfa AUROC {linfa_auroc:.4} (fit {:.3} s, this build), scikit-learn {sk_auroc:.4} \
+         (fit {:.3} s)",
+        m.fit_seconds,
+        sk["fit_seconds"].as_f64().unwrap()
+    );
+    assert!(
+        (linfa_auroc - sk_auroc).abs() <= 0.01,
+        "linfa {linfa_auroc} vs scikit-learn {sk_auroc}"
+    );
     let (model, baseline) = (m.model.unwrap(), m.baseline.unwrap());
     assert_eq!(model.rows, baseline.rows, "model and baseline on the same rows");
     assert!(model.auroc.is_finite() || model.positives == 0, "{model:?}");
