@@ -45,6 +45,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Server};
 use tonic::{Request, Response, Status, Streaming};
 
+mod common;
+use common::{percentile, vm_hwm_mib};
+
 const FEATURES: usize = 16;
 
 struct Logistic {
@@ -279,21 +282,6 @@ async fn unary(
     }
     latencies.sort();
     latencies
-}
-
-fn percentile(sorted: &[Duration], p: usize) -> f64 {
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)].as_secs_f64() * 1e6
-}
-
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
-        })
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 fn main() {

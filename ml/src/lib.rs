@@ -97,6 +97,7 @@ pub async fn bootstrap(sidecar: &server::Sidecar, task: Task) -> anyhow::Result<
             task.name(),
             Some(built.version.version),
             registry::default_options(),
+            &registry::L2_GRID,
         )
         .await?;
     tracing::info!(

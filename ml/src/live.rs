@@ -76,7 +76,8 @@ impl LiveOptions {
 struct Saved {
     /// The feed position done.
     position: u64,
-    /// Whether each (model, encounter)'s last score was high.
+    /// Whether each encounter in hospital's last deterioration score was high (by
+    /// [`high_key`]; removed at its discharge).
     high: BTreeMap<String, bool>,
     /// What was scored, per model version ([`drift_key`]), for drift.
     #[serde(default)]
@@ -411,14 +412,26 @@ async fn score_batch(
             .and_then(|p| histories.get(&(p.assigning_authority.clone(), p.mrn.clone())))
             .cloned()
             .unwrap_or_default();
+        // A discharge ends the encounter's deterioration scoring: its entry goes, so
+        // the saved state holds the encounters in hospital, not every one ever scored.
+        if let Some(Payload::Discharge(d)) = change.event.as_ref().and_then(|e| e.payload.as_ref()) {
+            next.high
+                .remove(&high_key(Task::Deterioration24h.name(), &d.encounter_id));
+        }
         match score_event(sidecar, &h, change) {
             Ok(s) => {
                 let high = s.probability >= s.threshold;
-                let key = high_key(s.task.name(), &s.encounter_id);
-                let was_high = next.high.get(&key).copied().unwrap_or(false);
-                let alert = high && !was_high;
+                // One readmission score per encounter: high is new. Deterioration: high
+                // after a score that was not (or none).
+                let alert = match s.task {
+                    Task::Readmission30d => high,
+                    Task::Deterioration24h => {
+                        let key = high_key(s.task.name(), &s.encounter_id);
+                        let was_high = next.high.insert(key, high).unwrap_or(false);
+                        high && !was_high
+                    }
+                };
                 alerts += u64::from(alert);
-                next.high.insert(key, high);
                 next.drift.entry(drift_key(s.task, s.model_version)).or_default().add(
                     &s.model.reference,
                     s.probability,

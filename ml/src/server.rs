@@ -211,6 +211,10 @@ impl fs::FeatureStoreService for FeatureStoreApi {
                         patients_total: p.patients_total,
                         rows_written: p.rows,
                         result: None,
+                        censored: p.counts.censored,
+                        not_on_a_ward: p.counts.not_on_a_ward,
+                        out_of_range: p.counts.out_of_range,
+                        positives: p.positives,
                     }))
                     .await;
             }
@@ -220,6 +224,10 @@ impl fs::FeatureStoreService for FeatureStoreApi {
                     patients_done: b.progress.patients_done,
                     patients_total: b.progress.patients_total,
                     rows_written: b.progress.rows,
+                    censored: b.progress.counts.censored,
+                    not_on_a_ward: b.progress.counts.not_on_a_ward,
+                    out_of_range: b.progress.counts.out_of_range,
+                    positives: b.progress.positives,
                     result: Some(pb::TrainingSetVersion {
                         name: b.version.name.clone(),
                         version: b.version.version,
@@ -300,10 +308,14 @@ impl ms::ModelService for ModelApi {
     async fn train(&self, request: Request<pb::TrainRequest>) -> Result<Response<pb::ModelVersion>, Status> {
         let r = request.into_inner();
         let task = task_of(r.task)?;
+        // A stated penalty is used as it is; without one it is chosen by validation.
         let mut options = crate::registry::default_options();
-        if r.l2 > 0.0 {
+        let grid: &[f64] = if r.l2 > 0.0 {
             options.l2 = r.l2;
-        }
+            &[]
+        } else {
+            &crate::registry::L2_GRID
+        };
         let set = if r.training_set.is_empty() {
             task.name().to_string()
         } else {
@@ -313,7 +325,7 @@ impl ms::ModelService for ModelApi {
         let registered = self
             .0
             .registry
-            .train(&self.0.store, task, &set, version, options)
+            .train(&self.0.store, task, &set, version, options, grid)
             .await
             .map_err(|e| Status::failed_precondition(format!("{e:#}")))?;
         let promoted = self.0.registry.promoted_version(task).map_err(internal)?;
@@ -777,7 +789,11 @@ pub async fn serve(
         .add_service(rs::RiskServiceServer::new(RiskApi(sidecar.clone())))
         .add_service(fc::ForecastServiceServer::new(ForecastApi(sidecar.clone())))
         .add_service(InferenceService::new(Arc::new(Repository(sidecar))).into_server())
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        // Without TCP_NODELAY a unary answer waits on the client's delayed ACK (~40 ms).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await?;
     Ok(())
 }

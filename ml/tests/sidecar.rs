@@ -35,6 +35,7 @@ async fn training_set_model_and_scores_over_real_servers() {
         .unwrap()
         .into_inner();
     assert!(m.promoted, "the first version is promoted");
+    eprintln!("hyperparameters: {}", m.hyperparameters);
     // Parity: scikit-learn on the same Lance set version, split as the registry splits it.
     let l2 = serde_json::from_str::<serde_json::Value>(&m.hyperparameters).unwrap()["l2"]
         .as_f64()

@@ -48,6 +48,22 @@ pub fn auroc(scores: &[f64], labels: &[bool]) -> f64 {
     u / (n_pos as f64 * n_neg as f64)
 }
 
+/// The standard error of an AUROC of `auroc` from `n_pos` positives and `n_neg`
+/// negatives (Hanley & McNeil 1982, exponential approximation): what "within one
+/// standard error" means when choosing a model by its validation AUROC.
+pub fn auroc_standard_error(auroc: f64, n_pos: usize, n_neg: usize) -> f64 {
+    if n_pos == 0 || n_neg == 0 || !auroc.is_finite() {
+        return f64::NAN;
+    }
+    let a = auroc;
+    let q1 = a / (2.0 - a);
+    let q2 = 2.0 * a * a / (1.0 + a);
+    let (p, n) = (n_pos as f64, n_neg as f64);
+    ((a * (1.0 - a) + (p - 1.0) * (q1 - a * a) + (n - 1.0) * (q2 - a * a)) / (p * n))
+        .max(0.0)
+        .sqrt()
+}
+
 /// Average precision as scikit-learn defines it (`average_precision_score`):
 /// `Σₖ (Rₖ − Rₖ₋₁) Pₖ` over the distinct score thresholds from high to low, tied scores
 /// taken together, no interpolation.

@@ -4,8 +4,8 @@ mod common;
 
 use common::{sigmoid, Rng};
 use hospital_ml_models::metrics::{
-    alert_burden, auprc, auroc, brier, calibration, charlson, charlson_from_icd, lace_index, news2_baseline, report,
-    IcdVersion, Report,
+    self, alert_burden, auprc, auroc, brier, calibration, charlson, charlson_from_icd, lace_index, news2_baseline,
+    report, IcdVersion, Report,
 };
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -191,4 +191,16 @@ fn charlson_from_icd_codes() {
     // Knowing the revision: ICD-10 V42.0 is a transport accident.
     assert_eq!(charlson(&[(IcdVersion::Icd10, "V42.0")]), 0);
     assert_eq!(charlson(&[(IcdVersion::Icd9, "V42.0")]), 2);
+}
+
+#[test]
+fn auroc_standard_error_matches_hanley_mcneil() {
+    // Hanley & McNeil 1982: A = 0.8 from 50 positives and 50 negatives, about 0.044.
+    let se = metrics::auroc_standard_error(0.8, 50, 50);
+    assert!((se - 0.0438).abs() < 0.001, "{se}");
+    assert!(
+        metrics::auroc_standard_error(0.8, 10, 500) > se,
+        "fewer positives, wider"
+    );
+    assert!(metrics::auroc_standard_error(0.8, 0, 5).is_nan());
 }

@@ -238,6 +238,62 @@ fn parse_date(s: &str) -> Option<(i32, u32, u32)> {
     ))
 }
 
+const PATIENTS_SQL: &str = "SELECT toString(patient_key) AS k, birth_date, sex, deceased_at_ms FROM dim_patient FINAL \
+         WHERE is_current = 1 AND is_deleted = 0 AND patient_key IN ?";
+const VITALS_SQL: &str = "SELECT toString(patient_key) AS k, loinc_code AS code, value AS v, taken_at_ms AS at_ms, source_position AS position \
+         FROM fact_vital_sign FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+const LABS_SQL: &str =
+    "SELECT toString(patient_key) AS k, loinc_code AS code, assumeNotNull(value) AS v, resulted_at_ms AS at_ms, \
+         source_position AS position FROM fact_lab_result FINAL \
+         WHERE is_deleted = 0 AND isNotNull(value) AND patient_key IN ?";
+const SETS_SQL: &str = "SELECT toString(patient_key) AS k, source_event_id, encounter_id, taken_at_ms AS at_ms, \
+         source_position AS position, consciousness, supplemental_oxygen, spo2_scale \
+         FROM fact_vital_sign_set FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+const ENCOUNTERS_SQL: &str =
+    "SELECT toString(patient_key) AS k, encounter_id, encounter_class, admission_type, admitted_at_ms, \
+         admission_position, admission_department_code, admission_ward_code, discharged_at_ms, discharge_position, \
+         discharge_disposition, ed_arrival_at_ms, ed_arrival_position \
+         FROM fact_encounter FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+const TRANSFERS_SQL: &str =
+    "SELECT toString(patient_key) AS k, encounter_id, transferred_at_ms AS at_ms, source_position AS position, \
+             to_department_code AS department, to_ward_code AS ward \
+             FROM fact_transfer FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+const DIAGNOSES_SQL: &str = "SELECT toString(patient_key) AS k, code, ifNull(recorded_at_ms, onset_at_ms) AS at_ms, source_position AS position \
+         FROM fact_diagnosis FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+const ICU_SQL: &str =
+    "SELECT toString(patient_key) AS k, intime_ms FROM fact_icu_stay FINAL WHERE is_deleted = 0 AND patient_key IN ?";
+
+/// Every query [`histories`] runs, each with `patient_key IN ?`.
+pub const HISTORY_SQL: [&str; 8] = [
+    PATIENTS_SQL,
+    VITALS_SQL,
+    LABS_SQL,
+    SETS_SQL,
+    ENCOUNTERS_SQL,
+    TRANSFERS_SQL,
+    DIAGNOSES_SQL,
+    ICU_SQL,
+];
+
+/// The bytes of the rows [`histories`] reads for `keys`, fetched as RowBinary and not
+/// decoded: the limit its benchmark (`ml/benches/sidecar.rs`) compares a build with.
+pub async fn history_bytes(client: &Client, keys: &[String]) -> Result<u64> {
+    let mut bytes = 0u64;
+    for sql in HISTORY_SQL {
+        for slice in keys.chunks(KEYS_PER_QUERY) {
+            let mut cursor = client
+                .query(sql)
+                .bind(InList(slice))
+                .with_setting("max_query_size", "10000000")
+                .fetch_bytes("RowBinary")?;
+            while let Some(chunk) = cursor.next().await? {
+                bytes += chunk.len() as u64;
+            }
+        }
+    }
+    Ok(bytes)
+}
+
 /// The facts of `keys` (patient keys as strings), and each one's ICU stay starts (for
 /// labels).
 pub async fn histories(
@@ -245,13 +301,7 @@ pub async fn histories(
     keys: &[String],
 ) -> Result<(HashMap<String, History>, HashMap<String, Vec<i64>>)> {
     let mut out: HashMap<String, History> = keys.iter().map(|k| (k.clone(), History::default())).collect();
-    let patients: Vec<PatientRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, birth_date, sex, deceased_at_ms FROM dim_patient FINAL \
-         WHERE is_current = 1 AND is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let patients: Vec<PatientRow> = by_keys(client, PATIENTS_SQL, keys).await?;
     for p in patients {
         if let Some(h) = out.get_mut(&p.k) {
             h.birth = parse_date(&p.birth_date);
@@ -259,31 +309,11 @@ pub async fn histories(
             h.deceased_at_ms = p.deceased_at_ms;
         }
     }
-    let vitals: Vec<ReadingRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, loinc_code AS code, value AS v, taken_at_ms AS at_ms, source_position AS position \
-         FROM fact_vital_sign FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let vitals: Vec<ReadingRow> = by_keys(client, VITALS_SQL, keys).await?;
     add_readings(&mut out, vitals, |h| &mut h.vitals);
-    let labs: Vec<ReadingRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, loinc_code AS code, assumeNotNull(value) AS v, resulted_at_ms AS at_ms, \
-         source_position AS position FROM fact_lab_result FINAL \
-         WHERE is_deleted = 0 AND isNotNull(value) AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let labs: Vec<ReadingRow> = by_keys(client, LABS_SQL, keys).await?;
     add_readings(&mut out, labs, |h| &mut h.labs);
-    let sets: Vec<SetRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, source_event_id, encounter_id, taken_at_ms AS at_ms, \
-         source_position AS position, consciousness, supplemental_oxygen, spo2_scale \
-         FROM fact_vital_sign_set FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let sets: Vec<SetRow> = by_keys(client, SETS_SQL, keys).await?;
     for s in sets {
         if let Some(h) = out.get_mut(&s.k) {
             h.sets.push(VitalSet {
@@ -297,15 +327,7 @@ pub async fn histories(
             });
         }
     }
-    let encounters: Vec<EncounterRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, encounter_id, encounter_class, admission_type, admitted_at_ms, \
-         admission_position, admission_department_code, admission_ward_code, discharged_at_ms, discharge_position, \
-         discharge_disposition, ed_arrival_at_ms, ed_arrival_position \
-         FROM fact_encounter FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let encounters: Vec<EncounterRow> = by_keys(client, ENCOUNTERS_SQL, keys).await?;
     let transfers: Vec<(String, TransferRow)> = {
         #[derive(Row, Deserialize)]
         struct T {
@@ -316,28 +338,22 @@ pub async fn histories(
             department: String,
             ward: String,
         }
-        by_keys::<T>(
-            client,
-            "SELECT toString(patient_key) AS k, encounter_id, transferred_at_ms AS at_ms, source_position AS position, \
-             to_department_code AS department, to_ward_code AS ward \
-             FROM fact_transfer FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-            keys,
-        )
-        .await?
-        .into_iter()
-        .map(|t| {
-            (
-                t.k,
-                TransferRow {
-                    encounter_id: t.encounter_id,
-                    at_ms: t.at_ms,
-                    position: t.position,
-                    department: t.department,
-                    ward: t.ward,
-                },
-            )
-        })
-        .collect()
+        by_keys::<T>(client, TRANSFERS_SQL, keys)
+            .await?
+            .into_iter()
+            .map(|t| {
+                (
+                    t.k,
+                    TransferRow {
+                        encounter_id: t.encounter_id,
+                        at_ms: t.at_ms,
+                        position: t.position,
+                        department: t.department,
+                        ward: t.ward,
+                    },
+                )
+            })
+            .collect()
     };
     let mut by_encounter: HashMap<(String, String), Vec<Transfer>> = HashMap::new();
     for (k, t) in transfers {
@@ -368,13 +384,7 @@ pub async fn histories(
             });
         }
     }
-    let diagnoses: Vec<DiagnosisRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, code, ifNull(recorded_at_ms, onset_at_ms) AS at_ms, source_position AS position \
-         FROM fact_diagnosis FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let diagnoses: Vec<DiagnosisRow> = by_keys(client, DIAGNOSES_SQL, keys).await?;
     for d in diagnoses {
         if let Some(h) = out.get_mut(&d.k) {
             h.diagnoses.push(Diagnosis {
@@ -384,12 +394,7 @@ pub async fn histories(
             });
         }
     }
-    let icu: Vec<IcuRow> = by_keys(
-        client,
-        "SELECT toString(patient_key) AS k, intime_ms FROM fact_icu_stay FINAL WHERE is_deleted = 0 AND patient_key IN ?",
-        keys,
-    )
-    .await?;
+    let icu: Vec<IcuRow> = by_keys(client, ICU_SQL, keys).await?;
     let mut icu_starts: HashMap<String, Vec<i64>> = HashMap::new();
     for r in icu {
         icu_starts.entry(r.k).or_default().push(r.intime_ms);
