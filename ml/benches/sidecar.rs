@@ -245,10 +245,14 @@ async fn run(days: i64, n: usize) {
     .unwrap();
     let build = t.elapsed().as_secs_f64();
     drain.await.unwrap();
+    let t = built.timings;
     println!(
-        "| training-set build ({} patients, {} rows) | {build:.2} s | {raw:.2} s | raw select of the same facts ({:.1} MiB RowBinary) | {:.2} | {:.0} |",
+        "| training-set build ({} patients, {} rows; waited {:.2} s reading, {:.2} s computing, {:.2} s writing) | {build:.2} s | {raw:.2} s | raw select of the same facts ({:.1} MiB RowBinary) | {:.2} | {:.0} |",
         keys.len(),
         built.progress.rows,
+        t.reading,
+        t.computing,
+        t.writing,
         raw_bytes as f64 / 1_048_576.0,
         raw / build,
         vm_hwm_mib()

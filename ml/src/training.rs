@@ -44,6 +44,18 @@ pub struct Built {
     pub version: SetVersion,
     pub progress: Progress,
     pub metadata: SetMetadata,
+    /// Where the build's time went: waiting for the warehouse's reads, computing rows,
+    /// waiting for the Lance writer (queue full, then the final commit).
+    pub timings: Timings,
+}
+
+/// Seconds a build spent waiting on each stage (they overlap, so they add up to at
+/// most the build's time).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    pub reading: f64,
+    pub computing: f64,
+    pub writing: f64,
 }
 
 pub fn schema() -> SchemaRef {
@@ -132,37 +144,81 @@ pub async fn build(
         patients_total: patients.len() as u64,
         ..Default::default()
     };
+    // The next slice's facts are read while this slice's rows are computed (on a
+    // blocking thread) and the one before is written.
+    let fetch = |slice: Vec<String>| {
+        let warehouse = warehouse.clone();
+        tokio::spawn(async move {
+            let fetched = extract::histories(&warehouse, &slice).await;
+            (slice, fetched)
+        })
+    };
+    let mut slices = patients.chunks(PATIENTS_PER_SLICE).map(<[String]>::to_vec);
+    let mut timings = Timings::default();
     let produced: anyhow::Result<()> = async {
-        for slice in patients.chunks(PATIENTS_PER_SLICE) {
-            let (histories, icu) = extract::histories(warehouse, slice).await?;
-            let mut rows = Vec::new();
-            for key in slice {
-                let Some(h) = histories.get(key) else { continue };
-                let starts = icu.get(key).map(Vec::as_slice).unwrap_or(&[]);
-                for row in labels::rows(task, h, starts, from_ms, to_ms, horizon, &mut p.counts) {
-                    rows.push((key.clone(), row));
-                }
-            }
-            p.patients_done += slice.len() as u64;
+        let mut next = slices.next().map(fetch);
+        while let Some(reading) = next.take() {
+            let t = std::time::Instant::now();
+            let (slice, fetched) = reading.await?;
+            timings.reading += t.elapsed().as_secs_f64();
+            next = slices.next().map(fetch);
+            let (histories, icu) = fetched?;
+            let patients_in_slice = slice.len() as u64;
+            let t = std::time::Instant::now();
+            let (rows, counts) = tokio::task::spawn_blocking(move || {
+                // Two threads, each half of the slice's patients; rows stay in slice order.
+                let compute = |keys: &[String]| {
+                    let mut counts = RowCounts::default();
+                    let mut rows = Vec::new();
+                    for key in keys {
+                        let Some(h) = histories.get(key) else { continue };
+                        let starts = icu.get(key).map(Vec::as_slice).unwrap_or(&[]);
+                        for row in labels::rows(task, h, starts, from_ms, to_ms, horizon, &mut counts) {
+                            rows.push((key.clone(), row));
+                        }
+                    }
+                    (rows, counts)
+                };
+                let (first, second) = slice.split_at(slice.len() / 2);
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(|| compute(second));
+                    let (mut rows, mut counts) = compute(first);
+                    // A panic there fails the build (as one here would), never drops rows.
+                    let (more, more_counts) = other.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    rows.extend(more);
+                    counts += more_counts;
+                    (rows, counts)
+                })
+            })
+            .await?;
+            timings.computing += t.elapsed().as_secs_f64();
+            p.counts += counts;
+            p.patients_done += patients_in_slice;
             p.rows += rows.len() as u64;
             p.positives += rows.iter().filter(|(_, r)| r.label).count() as u64;
+            let t = std::time::Instant::now();
             if !rows.is_empty() && tx.send(batch(&schema, &rows)).await.is_err() {
                 anyhow::bail!("the training-set writer stopped");
             }
+            timings.writing += t.elapsed().as_secs_f64();
             let _ = progress.try_send(p.clone());
         }
         Ok(())
     }
     .await;
     drop(tx);
+    let t = std::time::Instant::now();
     let written = writer.await?;
+    timings.writing += t.elapsed().as_secs_f64();
     produced?;
     let version = written?;
     let _ = progress.send(p.clone()).await;
+    tracing::debug!(?timings, rows = p.rows, "training set built");
     Ok(Built {
         version,
         progress: p,
         metadata,
+        timings,
     })
 }
 

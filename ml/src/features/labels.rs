@@ -76,6 +76,15 @@ pub struct RowCounts {
     pub not_on_a_ward: u64,
 }
 
+impl std::ops::AddAssign for RowCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.rows += o.rows;
+        self.censored += o.censored;
+        self.out_of_range += o.out_of_range;
+        self.not_on_a_ward += o.not_on_a_ward;
+    }
+}
+
 /// The inpatient encounter a deterioration point `at` is on, when the patient is on a
 /// non-ICU location of one (as seen at `at`): the rule for training rows and for live
 /// scoring alike.

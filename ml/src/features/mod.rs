@@ -264,15 +264,25 @@ fn acvpu(label: &str) -> Option<Acvpu> {
     })
 }
 
-/// NEWS2 totals of the patient's sets visible as of `at`, each scored as of its own time
+/// NEWS2 totals of the patient's sets of the 24 h up to `at` (as seen then), each scored as of its own time
 /// on the newest value of each parameter within the 24 h before it (the platform's live
 /// rule), on the scale stated last.
 fn news2_by_set(h: &History, at: AsOf) -> Vec<(i64, u8)> {
     let mut sets: Vec<&VitalSet> = h.sets.iter().filter(|s| at.sees(s.at_ms, s.position)).collect();
     sets.sort_by_key(|s| (s.at_ms, s.position));
-    let vitals: Vec<&Reading> = h.vitals.iter().filter(|r| at.sees(r.at_ms, r.position)).collect();
+    // Only the sets of the last 24 h are scored (every NEWS2 feature looks no further
+    // back), and their values are at most 24 h older: readings older than 48 h never
+    // count. Older sets still count for the charted consciousness, oxygen and scale.
+    let vitals: Vec<&Reading> = h
+        .vitals
+        .iter()
+        .filter(|r| at.sees(r.at_ms, r.position) && at.at_ms - r.at_ms <= 2 * DAY)
+        .collect();
     let mut out = Vec::with_capacity(sets.len());
     for (i, set) in sets.iter().enumerate() {
+        if at.at_ms - set.at_ms > DAY {
+            continue;
+        }
         let point = AsOf {
             at_ms: set.at_ms,
             position: at.position,
