@@ -102,8 +102,12 @@ echo "highest NEWS2 now:"
 "$bin/hospital" scores --top 10
 
 echo "== the ML sidecar on 127.0.0.1:$ml_port: training sets from the warehouse (Lance), models trained, served and scoring live"
+staged_before_ml=$(curl -sS "http://127.0.0.1:$ch_http/" --data-binary "SELECT max(position) FROM staging.events FORMAT TSV")
+# --live-backfill-hours 6: at its first start it also scores the last 6 simulated hours
+# (the live hospital charts a vital-signs set every minute or two).
 HOSPITAL__CLICKHOUSE__URL="http://127.0.0.1:$ch_http" HOSPITAL_ML_DATA_DIR="$state/ml" \
-  "$bin/hospital-ml" --listen "127.0.0.1:$ml_port" --bootstrap --platform "$HOSPITAL_ENDPOINT" >"$state/ml.log" 2>&1 &
+  "$bin/hospital-ml" --listen "127.0.0.1:$ml_port" --bootstrap --platform "$HOSPITAL_ENDPOINT" \
+  --live-backfill-hours 6 >"$state/ml.log" 2>&1 &
 pids+=($!)
 ml_pid=$!
 for _ in $(seq 1 2400); do
@@ -113,8 +117,8 @@ for _ in $(seq 1 2400); do
 done
 grep -E "training set built|model trained|bootstrap failed" "$state/ml.log" | sed 's/\x1b\[[0-9;]*m//g' || true
 if [ -z "$source_kind" ]; then
-  echo "== live risk scores: each new vital-signs set scored once the warehouse holds it (40 s of them)"
-  timeout 40 "$bin/hospital" risk | head -25 || true
+  echo "== live risk scores: the last 6 hours' vital-signs sets, then each new one once the warehouse holds it (30 s)"
+  timeout 30 "$bin/hospital" risk --after "$staged_before_ml" | head -20 || true
 fi
 
 echo

@@ -48,6 +48,10 @@ pub struct Cli {
     /// its ingest (e.g. http://127.0.0.1:50051). Without it the sidecar only serves.
     #[arg(long, env = "HOSPITAL_ML_PLATFORM")]
     pub platform: Option<String>,
+    /// At the first live start (no saved position), also score the vital-signs sets of
+    /// the last N hours in the warehouse; 0 starts at the warehouse watermark.
+    #[arg(long, default_value_t = 0)]
+    pub live_backfill_hours: u32,
 }
 
 /// A read client on the warehouse database: RowBinary without schema validation (the
@@ -140,7 +144,10 @@ pub fn run() -> anyhow::Result<()> {
             tokio::spawn(live::run(
                 sidecar.clone(),
                 cli.data_dir.clone(),
-                live::LiveOptions::new(platform),
+                live::LiveOptions {
+                    backfill_hours: cli.live_backfill_hours,
+                    ..live::LiveOptions::new(platform)
+                },
             ))
         });
         let (bound, _) = tokio::sync::oneshot::channel();

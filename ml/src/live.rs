@@ -58,6 +58,10 @@ pub struct LiveOptions {
     pub linger: Duration,
     /// How often the warehouse watermark is checked while waiting for it.
     pub poll: Duration,
+    /// At the first start (no saved state), also score the vital-signs sets of this many
+    /// hours before the newest one in the warehouse (and every event after the first of
+    /// them); 0 starts at the warehouse watermark.
+    pub backfill_hours: u32,
 }
 
 impl LiveOptions {
@@ -67,6 +71,7 @@ impl LiveOptions {
             batch: 256,
             linger: Duration::from_millis(200),
             poll: Duration::from_millis(250),
+            backfill_hours: 0,
         }
     }
 }
@@ -316,25 +321,34 @@ pub async fn run(sidecar: Arc<Sidecar>, data_dir: PathBuf, options: LiveOptions)
 }
 
 /// Where live scoring starts: the saved state, else the warehouse watermark now (the
-/// history before it is the training sets' business, not live scoring's).
-async fn start(sidecar: &Sidecar, path: &Path) -> anyhow::Result<Saved> {
+/// history before it is the training sets' business, not live scoring's), or earlier
+/// by `backfill_hours` of vital-signs sets.
+async fn start(sidecar: &Sidecar, path: &Path, backfill_hours: u32) -> anyhow::Result<Saved> {
     if let Some(saved) = Saved::load(path)? {
         return Ok(saved);
     }
-    let position = extract::watermark(&sidecar.warehouse)
+    let watermark = extract::watermark(&sidecar.warehouse)
         .await
         .context("warehouse watermark")?;
+    let position = if backfill_hours > 0 {
+        let first = extract::first_set_position_within(&sidecar.warehouse, i64::from(backfill_hours) * 3_600_000)
+            .await
+            .context("backfill start")?;
+        first.map_or(watermark, |p| watermark.min(p.saturating_sub(1)))
+    } else {
+        watermark
+    };
     let saved = Saved {
         position,
         ..Saved::default()
     };
     saved.save(path)?;
-    tracing::info!(position, "live scoring starts at the warehouse watermark");
+    tracing::info!(position, watermark, backfill_hours, "live scoring starts");
     Ok(saved)
 }
 
 async fn follow(sidecar: &Sidecar, path: &Path, options: &LiveOptions) -> anyhow::Result<()> {
-    let mut saved = start(sidecar, path).await?;
+    let mut saved = start(sidecar, path, options.backfill_hours).await?;
     let status = &sidecar.live;
     status.update(|s| s.position = saved.position);
     status.set_drift(&saved.drift);

@@ -171,6 +171,20 @@ enum BatchCommand {
     Status,
 }
 
+/// `println!` for the commands that stream: when stdout is closed (`hospital feed | head`)
+/// the command ends quietly instead of panicking on the broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -188,11 +202,11 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("following alerts (Ctrl-C to stop)");
+            out!("following alerts (Ctrl-C to stop)");
             while let Some(a) = stream.message().await? {
                 let patient = a.patient.map(|p| p.mrn).unwrap_or_default();
                 if a.kind == AlertKind::Risk as i32 {
-                    println!(
+                    out!(
                         "{} Risk       {:<8} ward {:<5} bed {:<8} {} v{} {:>5.1}%  {}",
                         a.raised_at.map(|t| t.to_string()).unwrap_or_default(),
                         patient,
@@ -205,7 +219,7 @@ async fn main() -> anyhow::Result<()> {
                     );
                     continue;
                 }
-                println!(
+                out!(
                     "{} {:<10} {:<8} ward {:<5} bed {:<8} NEWS2 {:>2} {:?} (was {:?})  {}",
                     a.raised_at.map(|t| t.to_string()).unwrap_or_default(),
                     format!("{:?}", AlertKind::try_from(a.kind).unwrap_or_default()),
@@ -230,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
             scores.sort_by_key(|s| std::cmp::Reverse(s.score));
             scores.truncate(top.unwrap_or(usize::MAX));
             for s in scores {
-                println!(
+                out!(
                     "{:<10} ward {:<5} bed {:<8} NEWS2 {:>2} {:?}{}",
                     s.patient.map(|p| p.mrn).unwrap_or_default(),
                     s.ward_code,
@@ -271,7 +285,7 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!("following risk scores after position {after} (Ctrl-C to stop)");
+            out!("following risk scores after position {after} (Ctrl-C to stop)");
             while let Some(c) = stream.message().await? {
                 let e = c.event.unwrap_or_default();
                 let Some(hospital_proto::events::clinical_event::Payload::RiskScore(r)) = e.payload else {
@@ -287,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
                     .take(factors)
                     .map(|f| format!("{} {:+.2}", f.feature, f.contribution))
                     .collect();
-                println!(
+                out!(
                     "{} {:<10} ward {:<5} {:<17} v{:<2} {:>5.1}% {:<4}{} [{}]",
                     e.occurred_at.map(|t| t.to_string()).unwrap_or_default(),
                     e.patient.map(|p| p.mrn).unwrap_or_default(),
@@ -322,7 +336,7 @@ async fn main() -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             while let Some(f) = stream.message().await? {
-                println!(
+                out!(
                     "{} {} ({} on {} days to {}):",
                     f.department_code,
                     if series == DemandSeries::EdArrivals {
@@ -334,11 +348,15 @@ async fn main() -> anyhow::Result<()> {
                     f.history_days,
                     f.last_observed_date
                 );
-                println!("  {:<10} {:>5} {:>7} {:>15}", "date", "ahead", "mean", "80% interval");
+                out!("  {:<10} {:>5} {:>7} {:>15}", "date", "ahead", "mean", "80% interval");
                 for p in f.points {
-                    println!(
+                    out!(
                         "  {:<10} {:>5} {:>7.1} {:>7.1} - {:<7.1}",
-                        p.date, p.days_ahead, p.mean, p.lower, p.upper
+                        p.date,
+                        p.days_ahead,
+                        p.mean,
+                        p.lower,
+                        p.upper
                     );
                 }
             }
@@ -364,17 +382,25 @@ async fn main() -> anyhow::Result<()> {
                 })
                 .await?
                 .into_inner();
-            println!(
+            out!(
                 "staffing at 1 nurse per {ratio} patients, as of {}",
                 plan.as_of.map(|t| t.to_string()).unwrap_or_default()
             );
-            println!(
+            out!(
                 "{:<6} {:<20} {:<6} {:>4} {:>8} {:>9} {:>7} {:>7} {:>10}",
-                "ward", "shift starts", "shift", "beds", "census", "80%", "nurses", "(upper)", "P(>beds)"
+                "ward",
+                "shift starts",
+                "shift",
+                "beds",
+                "census",
+                "80%",
+                "nurses",
+                "(upper)",
+                "P(>beds)"
             );
             for s in plan.shifts {
                 let starts = s.starts_at.map(|t| t.to_string()).unwrap_or_default();
-                println!(
+                out!(
                     "{:<6} {:<20} {:<6} {:>4} {:>8.1} {:>4}-{:<4} {:>7} {:>7} {:>9.1}%",
                     s.ward_code,
                     starts.get(..16).unwrap_or(&starts),
@@ -389,7 +415,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             for n in plan.notes {
-                println!("  {n}");
+                out!("  {n}");
             }
         }
         Command::Census { watch, departments } => {
@@ -403,11 +429,16 @@ async fn main() -> anyhow::Result<()> {
                 while let Some(u) = stream.message().await? {
                     match u.update {
                         Some(census_update::Update::Snapshot(c)) => print_census(&c),
-                        Some(census_update::Update::Ward(w)) => println!(
+                        Some(census_update::Update::Ward(w)) => out!(
                             "[{}] ward {:<5} {:>3}/{:<3} occupied, {:>3} available, {:>2} blocked",
-                            u.position, w.ward_code, w.occupied, w.beds, w.available, w.blocked
+                            u.position,
+                            w.ward_code,
+                            w.occupied,
+                            w.beds,
+                            w.available,
+                            w.blocked
                         ),
-                        Some(census_update::Update::EdArrival(p)) => println!(
+                        Some(census_update::Update::EdArrival(p)) => out!(
                             "[{}] ED   {} encounter {} acuity {}",
                             u.position,
                             p.patient.map(|p| p.mrn).unwrap_or_default(),
@@ -415,7 +446,7 @@ async fn main() -> anyhow::Result<()> {
                             p.acuity
                         ),
                         Some(census_update::Update::EdDepartedEncounterId(e)) => {
-                            println!("[{}] ED   encounter {e} left the department", u.position)
+                            out!("[{}] ED   encounter {e} left the department", u.position)
                         }
                         None => {}
                     }
@@ -442,7 +473,7 @@ async fn main() -> anyhow::Result<()> {
                 .into_inner();
             while let Some(c) = stream.message().await? {
                 let e = c.event.unwrap_or_default();
-                println!(
+                out!(
                     "{:>10} {:<26} {:<12} {:<10} {}",
                     c.position,
                     c.kind,
@@ -480,7 +511,7 @@ async fn main() -> anyhow::Result<()> {
                         .await?
                         .into_inner();
                     while let Some(p) = stream.message().await? {
-                        println!(
+                        out!(
                             "[{}] {:<16} positions {}..{}  read {:>8}  written {:>8}  {}",
                             p.run_id,
                             p.stage,
@@ -497,15 +528,17 @@ async fn main() -> anyhow::Result<()> {
                         .get_warehouse_status(GetWarehouseStatusRequest {})
                         .await?
                         .into_inner();
-                    println!(
+                    out!(
                         "watermark {}  staged position {}  last run {}",
-                        s.watermark, s.staged_position, s.last_run_id
+                        s.watermark,
+                        s.staged_position,
+                        s.last_run_id
                     );
                     let mut tables: Vec<_> = s.table_rows.into_iter().collect();
                     tables.sort();
-                    println!("  rows stored per table (versions not merged away yet included):");
+                    out!("  rows stored per table (versions not merged away yet included):");
                     for (table, rows) in tables {
-                        println!("  {table:<28} {rows:>10}");
+                        out!("  {table:<28} {rows:>10}");
                     }
                 }
             }

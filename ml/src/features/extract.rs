@@ -110,6 +110,25 @@ pub async fn patient_keys(client: &Client, patients: &[(String, String)]) -> Res
         .collect())
 }
 
+/// The lowest staging position of the vital-signs sets taken in the `window_ms` before
+/// the newest one; `None` without sets.
+pub async fn first_set_position_within(client: &Client, window_ms: i64) -> Result<Option<u64>> {
+    #[derive(Row, Deserialize)]
+    struct P {
+        n: u64,
+        p: u64,
+    }
+    let r = client
+        .query(
+            "SELECT count() AS n, min(source_position) AS p FROM fact_vital_sign_set FINAL \
+             WHERE is_deleted = 0 AND taken_at_ms >= (SELECT max(taken_at_ms) FROM fact_vital_sign_set) - ?",
+        )
+        .bind(window_ms)
+        .fetch_one::<P>()
+        .await?;
+    Ok((r.n > 0).then_some(r.p))
+}
+
 /// The warehouse load watermark: every staged event at or below it is in the warehouse.
 pub async fn watermark(client: &Client) -> Result<u64> {
     #[derive(Row, Deserialize)]
