@@ -211,6 +211,28 @@ fn generate(seed: u64) -> (Vec<ClinicalEvent>, BTreeSet<String>) {
             );
             timed.push((at, t));
         }
+        // The ML sidecar's risk scores: a flagged one raises a risk alert, once.
+        for _ in 0..g.rng.random_range(0..3) {
+            let at = admitted + g.rng.random_range(1..60) * HOUR;
+            let probability = g.rng.random_range(0.0..1.0);
+            let alert = probability >= 0.5 && g.rng.random_bool(0.7);
+            let r = g.event(
+                at,
+                Some(&mrn),
+                Payload::RiskScore(pb::RiskScore {
+                    encounter_id: enc.clone(),
+                    model: "deterioration_24h".into(),
+                    model_version: 1,
+                    probability,
+                    threshold: 0.5,
+                    alert,
+                    scored_event_id: format!("set-{at}"),
+                    scored_source_system: "ward-obs".into(),
+                    ..Default::default()
+                }),
+            );
+            timed.push((at, r));
+        }
         if g.rng.random_bool(0.3) {
             let at = admitted + g.rng.random_range(40..70) * HOUR;
             let d = g.event(
@@ -402,7 +424,11 @@ fn audited_until(
                     "high" => 4,
                     _ => 0,
                 };
-                let kind = if f[1] == "escalation" { 2 } else { 1 };
+                let kind = match f[1] {
+                    "escalation" => 2,
+                    "risk" => 3,
+                    _ => 1,
+                };
                 (f[0].to_string(), kind, f[2].parse().unwrap(), band(f[3]), band(f[4]))
             })
             .collect();
@@ -421,7 +447,8 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-async fn run_case(seed: u64) {
+/// Runs one generated case; returns how many risk alerts it raised.
+async fn run_case(seed: u64) -> usize {
     let (events, conflicting) = generate(seed);
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut requests: Vec<Vec<ClinicalEvent>> = Vec::new();
@@ -532,6 +559,7 @@ async fn run_case(seed: u64) {
     );
     let want_alerts: BTreeSet<_> = reference.raised.iter().cloned().collect();
     assert!(want_alerts.iter().any(|a| a.0 == marker_alert), "the marker alerts");
+    let risk_alerts = want_alerts.iter().filter(|a| a.1 == 3).count();
     assert_eq!(
         audited_through(&ch, &marker_alert),
         want_alerts,
@@ -582,6 +610,7 @@ async fn run_case(seed: u64) {
         );
     }
     platform.shutdown().await.unwrap();
+    risk_alerts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,9 +619,11 @@ async fn live_state_equals_a_process_that_never_restarted() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    let mut risk_alerts = 0;
     for seed in 1..=cases {
-        run_case(seed).await;
+        risk_alerts += run_case(seed).await;
     }
+    assert!(risk_alerts > 0, "the cases raise risk alerts too");
 }
 
 /// A full set on `scale`, on oxygen or air, everything else normal.
