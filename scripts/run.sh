@@ -10,12 +10,12 @@
 #
 #   scripts/run.sh                                   # simulated hospital, live
 #   scripts/run.sh mimic ../shared/data/mimic3_demo  # a data set instead
-#   DAYS=14 SEED=42 HOSPITAL_GRPC_PORT=50051 HOSPITAL_CH_HTTP_PORT=8123 scripts/run.sh
+#   DAYS=45 SEED=42 HOSPITAL_GRPC_PORT=50051 HOSPITAL_CH_HTTP_PORT=8123 scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
 
-days=${DAYS:-14}
+days=${DAYS:-45}
 seed=${SEED:-42}
 source_kind=${1:-}
 source_path=${2:-}
