@@ -13,7 +13,9 @@
 //! - `ScoreOne` of a feature vector, one call at a time, p50/p99 vs the echo's unary
 //!   round trip;
 //! - `ScoreOne` of a patient reference (the patient's facts read from the warehouse and
-//!   the features computed) vs the raw select of that patient's facts.
+//!   the features computed) vs the raw select of that patient's facts;
+//! - the risk model's fit vs scikit-learn's lbfgs on the same Lance set version
+//!   (`ml/parity/parity.py`, python3 with scikit-learn and pylance).
 //!
 //! Peak memory is the process's VmHWM after each row (the platform, the sidecar and the
 //! clients are all in this process; ClickHouse is not).
@@ -270,6 +272,35 @@ async fn run(days: i64, n: usize) {
         )
         .await
         .unwrap();
+    // The fit beside scikit-learn's on the same Lance set version, split the same way.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/parity/parity.py");
+    let l2 = m.hyperparameters["l2"].as_f64().unwrap_or(f64::NAN);
+    let parity = std::process::Command::new("python3")
+        .arg(script)
+        .arg(data.path().join("training_sets/bench.lance"))
+        .args(["--version", &built.version.version.to_string(), "--l2", &l2.to_string()])
+        .output();
+    match parity {
+        Ok(out) if out.status.success() => {
+            let sk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            println!(
+                "| risk fit, the same Lance set (L2 {}): linfa AUROC {:.4} vs scikit-learn {:.4} | {:.3} s | {:.3} s | scikit-learn lbfgs (median of 5; python VmHWM {:.0} MiB) | {:.2} | {:.0} |",
+                l2,
+                m.model_report.auroc,
+                sk["auroc"].as_f64().unwrap_or(f64::NAN),
+                m.fit_seconds,
+                sk["fit_seconds"].as_f64().unwrap_or(f64::NAN),
+                sk["vmhwm_kb"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+                sk["fit_seconds"].as_f64().unwrap_or(f64::NAN) / m.fit_seconds,
+                vm_hwm_mib()
+            );
+        }
+        Ok(out) => println!(
+            "| risk fit vs scikit-learn | parity.py failed: {} | | | | |",
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ),
+        Err(e) => println!("| risk fit vs scikit-learn | python3: {e} | | | | |"),
+    }
     let set = sidecar.store.open("bench", Some(built.version.version)).await.unwrap();
     let matrix = set.read_training_matrix().await.unwrap();
     let requests: Vec<pb::ScoreRequest> = matrix
