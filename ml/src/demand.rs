@@ -50,6 +50,12 @@ pub enum DemandError {
     Request(String),
 }
 
+/// Arrivals to wards, `(key = ward, at = ms)`: inpatient admissions to the ward and
+/// transfers into it.
+const WARD_ARRIVALS: &str = "SELECT admission_ward_code AS key, assumeNotNull(admitted_at_ms) AS at \
+     FROM fact_encounter FINAL WHERE is_deleted = 0 AND encounter_class = 'inpatient' AND isNotNull(admitted_at_ms) \
+     UNION ALL SELECT to_ward_code AS key, transferred_at_ms AS at FROM fact_transfer FINAL WHERE is_deleted = 0";
+
 #[derive(Row, Deserialize)]
 struct Count {
     key: String,
@@ -209,19 +215,17 @@ pub async fn plan(
         )
         .fetch_all()
         .await?;
-    let arrivals_sql = "SELECT key, toInt64(intDiv(at, 86400000)) AS day, count() AS n FROM ( \
-         SELECT admission_ward_code AS key, assumeNotNull(admitted_at_ms) AS at FROM fact_encounter FINAL \
-         WHERE is_deleted = 0 AND encounter_class = 'inpatient' AND isNotNull(admitted_at_ms) \
-         UNION ALL SELECT to_ward_code AS key, transferred_at_ms AS at FROM fact_transfer FINAL WHERE is_deleted = 0) \
-         GROUP BY key, day";
-    let arrivals = series_of(counts(client, arrivals_sql).await?, today - 1);
-    let hours_sql = "SELECT key, toInt64(intDiv(at % 86400000, 3600000)) AS day, count() AS n FROM ( \
-         SELECT admission_ward_code AS key, assumeNotNull(admitted_at_ms) AS at FROM fact_encounter FINAL \
-         WHERE is_deleted = 0 AND encounter_class = 'inpatient' AND isNotNull(admitted_at_ms) \
-         UNION ALL SELECT to_ward_code AS key, transferred_at_ms AS at FROM fact_transfer FINAL WHERE is_deleted = 0) \
-         GROUP BY key, day";
+    let arrivals_sql = format!(
+        "SELECT key, toInt64(intDiv(at, 86400000)) AS day, count() AS n FROM ({WARD_ARRIVALS}) GROUP BY key, day"
+    );
+    let arrivals = series_of(counts(client, &arrivals_sql).await?, today - 1);
+    // The hour of day in `day`: the same rows by hour, for each ward's arrival profile.
+    let hours_sql = format!(
+        "SELECT key, toInt64(intDiv(at % 86400000, 3600000)) AS day, count() AS n FROM ({WARD_ARRIVALS}) \
+         GROUP BY key, day"
+    );
     let mut profiles: BTreeMap<String, [f64; 24]> = BTreeMap::new();
-    for c in counts(client, hours_sql).await? {
+    for c in counts(client, &hours_sql).await? {
         if let Ok(h) = usize::try_from(c.day) {
             if h < 24 {
                 profiles.entry(c.key).or_insert([0.0; 24])[h] += c.n as f64;
@@ -230,9 +234,6 @@ pub async fn plan(
     }
 
     let mut stays_by_ward: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for s in &current {
-        stays_by_ward.entry(&s.key).or_default();
-    }
     let beds_of: BTreeMap<&str, u32> = beds
         .iter()
         .map(|b| (b.key.as_str(), u32::try_from(b.beds).unwrap_or(u32::MAX)))

@@ -140,9 +140,11 @@ impl LiveStatus {
             .unwrap_or_default()
     }
 
-    fn set_drift(&self, drift: &BTreeMap<String, Accum>) {
+    /// What is saved now: the position done and the drift counted up to it.
+    fn saved(&self, saved: &Saved) {
+        self.update(|s| s.position = saved.position);
         if let Ok(mut d) = self.drift.lock() {
-            d.clone_from(drift);
+            d.clone_from(&saved.drift);
         }
     }
 
@@ -233,9 +235,8 @@ pub fn score_event(sidecar: &Sidecar, h: &History, change: &ChangeEvent) -> Resu
     let model = sidecar.registry.served(task).ok_or(Skip::NoModel)?;
     let values = features(h, at);
     let s = model.model.score(ndarray::ArrayView1::from(&values));
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|a, b| s.contributions[*b].abs().total_cmp(&s.contributions[*a].abs()));
-    let factors = order
+    let factors = s
+        .by_impact()
         .into_iter()
         .take(TOP_FACTORS)
         .map(|j| ev::RiskFactor {
@@ -350,8 +351,7 @@ async fn start(sidecar: &Sidecar, path: &Path, backfill_hours: u32) -> anyhow::R
 async fn follow(sidecar: &Sidecar, path: &Path, options: &LiveOptions) -> anyhow::Result<()> {
     let mut saved = start(sidecar, path, options.backfill_hours).await?;
     let status = &sidecar.live;
-    status.update(|s| s.position = saved.position);
-    status.set_drift(&saved.drift);
+    status.saved(&saved);
     let channel = tonic::transport::Endpoint::from_shared(options.platform.clone())?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
@@ -384,12 +384,9 @@ async fn follow(sidecar: &Sidecar, path: &Path, options: &LiveOptions) -> anyhow
         }
         let done = score_batch(sidecar, &mut ingest, &saved, &batch, options).await?;
         done.save(path)?;
-        status.set_drift(&done.drift);
         saved = done;
-        status.update(|s| {
-            s.position = saved.position;
-            s.last_error.clear();
-        });
+        status.saved(&saved);
+        status.update(|s| s.last_error.clear());
     }
 }
 
@@ -420,19 +417,19 @@ async fn score_batch(
     let mut events = Vec::new();
     let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut alerts = 0u64;
+    let unknown = History::default();
     for change in batch {
         let patient = change.event.as_ref().and_then(|e| e.patient.as_ref());
         let h = patient
             .and_then(|p| histories.get(&(p.assigning_authority.clone(), p.mrn.clone())))
-            .cloned()
-            .unwrap_or_default();
+            .unwrap_or(&unknown);
         // A discharge ends the encounter's deterioration scoring: its entry goes, so
         // the saved state holds the encounters in hospital, not every one ever scored.
         if let Some(Payload::Discharge(d)) = change.event.as_ref().and_then(|e| e.payload.as_ref()) {
             next.high
                 .remove(&high_key(Task::Deterioration24h.name(), &d.encounter_id));
         }
-        match score_event(sidecar, &h, change) {
+        match score_event(sidecar, h, change) {
             Ok(s) => {
                 let high = s.probability >= s.threshold;
                 // One readmission score per encounter: high is new. Deterioration: high

@@ -100,6 +100,25 @@ fn task_of(raw: i32) -> Result<Task, Status> {
     }
 }
 
+/// Version `version` of a task's model, or the served one for 0 (`none` when no version
+/// is served). The served version is taken from memory, any other read from the registry.
+fn model_of(
+    sidecar: &Sidecar,
+    task: Task,
+    version: u64,
+    none: impl FnOnce() -> Status,
+) -> Result<Arc<Registered>, Status> {
+    match sidecar.registry.served(task) {
+        Some(m) if version == 0 || m.version == version => Ok(m),
+        None if version == 0 => Err(none()),
+        _ => sidecar
+            .registry
+            .load(task, version)
+            .map(Arc::new)
+            .map_err(|e| Status::not_found(format!("{e:#}"))),
+    }
+}
+
 fn task_to_pb(t: Task) -> pb::Task {
     match t {
         Task::Deterioration24h => pb::Task::Deterioration24h,
@@ -375,19 +394,9 @@ impl ms::ModelService for ModelApi {
 impl ModelApi {
     fn drift(&self, r: pb::GetDriftRequest) -> Result<pb::Drift, Status> {
         let task = task_of(r.task)?;
-        let model = if r.version > 0 {
-            Arc::new(
-                self.0
-                    .registry
-                    .load(task, r.version)
-                    .map_err(|e| Status::not_found(format!("{e:#}")))?,
-            )
-        } else {
-            self.0
-                .registry
-                .served(task)
-                .ok_or_else(|| Status::failed_precondition(format!("no {} model is promoted", task.name())))?
-        };
+        let model = model_of(&self.0, task, r.version, || {
+            Status::failed_precondition(format!("no {} model is promoted", task.name()))
+        })?;
         let live = self.0.live.drift(task, model.version);
         let m = &model.model;
         let rep = crate::drift::report(&m.feature_names, &m.means, &m.stds, &model.reference, &live);
@@ -420,19 +429,9 @@ pub struct RiskApi(pub Arc<Sidecar>);
 impl RiskApi {
     async fn score(sidecar: &Sidecar, r: pb::ScoreRequest) -> Result<pb::ScoreResponse, Status> {
         let task = task_of(r.task)?;
-        let model = if r.model_version > 0 {
-            Arc::new(
-                sidecar
-                    .registry
-                    .load(task, r.model_version)
-                    .map_err(|e| Status::not_found(format!("{e:#}")))?,
-            )
-        } else {
-            sidecar
-                .registry
-                .served(task)
-                .ok_or_else(|| Status::unavailable(format!("no {} model is trained yet", task.name())))?
-        };
+        let model = model_of(sidecar, task, r.model_version, || {
+            Status::unavailable(format!("no {} model is trained yet", task.name()))
+        })?;
         let values = match r.input {
             Some(pb::score_request::Input::Features(f)) => {
                 let d = model.model.feature_names.len();
@@ -454,19 +453,16 @@ impl RiskApi {
             None => return Err(Status::invalid_argument("input: features or patient required")),
         };
         let s = model.model.score(ndarray::ArrayView1::from(&values));
-        let mut contributions: Vec<pb::Contribution> = model
-            .model
-            .feature_names
-            .iter()
-            .enumerate()
-            .map(|(j, name)| pb::Contribution {
-                feature: name.clone(),
+        let contributions = s
+            .by_impact()
+            .into_iter()
+            .map(|j| pb::Contribution {
+                feature: model.model.feature_names[j].clone(),
                 value: values[j],
                 contribution: s.contributions[j],
                 imputed: s.imputed[j],
             })
             .collect();
-        contributions.sort_by(|a, b| b.contribution.abs().total_cmp(&a.contribution.abs()));
         Ok(pb::ScoreResponse {
             request_id: r.request_id,
             task: task_to_pb(task) as i32,

@@ -193,6 +193,16 @@ pub struct Score {
     pub imputed: Vec<bool>,
 }
 
+impl Score {
+    /// The features' indices, largest absolute contribution first (ties keep feature
+    /// order): the order explanations are shown in.
+    pub fn by_impact(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.contributions.len()).collect();
+        order.sort_by(|a, b| self.contributions[*b].abs().total_cmp(&self.contributions[*a].abs()));
+        order
+    }
+}
+
 /// Fits a [`RiskModel`] on rows in time order: the last `opts.calibration_fraction` of
 /// them calibrates, the rest fit. `x` may hold `NaN` for missing values.
 pub fn fit(
